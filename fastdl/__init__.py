@@ -1,0 +1,52 @@
+"""fastdl: fast, trustworthy CPU kernels for the core math of deep learning.
+
+Every function takes NumPy arrays, validates them, and runs the kernel of the
+backend in force: ``"cython"``, ``"numba"`` or the ``"numpy"`` reference
+(``"auto"``, the default, picks the fastest compiled one per operation).
+"""
+
+from ._version import __version__
+from ._backend import (
+    available_backends,
+    get_backend,
+    get_num_threads,
+    set_backend,
+    set_num_threads,
+    unavailable_backends,
+    use_backend,
+)
+from ._core import (
+    affine_backward,
+    affine_forward,
+    cross_entropy,
+    cross_entropy_backward,
+    cross_entropy_with_grad,
+    log_softmax,
+    log_softmax_backward,
+    logsumexp,
+    softmax,
+    softmax_backward,
+)
+from ._info import show_config
+
+__all__ = [
+    "__version__",
+    "available_backends",
+    "unavailable_backends",
+    "get_backend",
+    "set_backend",
+    "use_backend",
+    "set_num_threads",
+    "get_num_threads",
+    "show_config",
+    "affine_forward",
+    "affine_backward",
+    "logsumexp",
+    "softmax",
+    "log_softmax",
+    "softmax_backward",
+    "log_softmax_backward",
+    "cross_entropy",
+    "cross_entropy_backward",
+    "cross_entropy_with_grad",
+]

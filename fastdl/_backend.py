@@ -1,0 +1,190 @@
+"""The backend registry: which kernels run a call.
+
+Backends are data: a name maps to a module implementing the kernel contract
+of :mod:`fastdl.backends`.  A backend is imported the first time it is
+needed, so ``import fastdl`` pays neither for Numba's import nor for any
+compilation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import operator
+import importlib
+import os
+import threading
+
+from . import _config
+from .backends import BACKEND_NAMES, KERNEL_NAMES
+
+_MODULES = {name: f"fastdl.backends.{name}_backend" for name in BACKEND_NAMES}
+_CHOICES = BACKEND_NAMES + ("auto",)
+
+_loaded: dict = {}
+_unavailable: dict = {}
+_lock = threading.Lock()
+_local = threading.local()
+
+
+def _check_name(name):
+    if not isinstance(name, str) or name not in _CHOICES:
+        raise ValueError(
+            f"unknown backend {name!r}; choose one of {_CHOICES} "
+            f"({_describe_available()})"
+        )
+
+
+def _load(name):
+    """The backend module ``name``, or None when it cannot work here."""
+    mod = _loaded.get(name)
+    if mod is not None or name in _unavailable:
+        return mod
+    with _lock:
+        if name in _loaded or name in _unavailable:
+            return _loaded.get(name)
+        try:
+            mod = importlib.import_module(_MODULES[name])
+            missing = [k for k in KERNEL_NAMES if not callable(getattr(mod, k, None))]
+            if missing:
+                raise ImportError(f"backend module lacks kernels {missing}")
+        except Exception as exc:  # any failure means "unavailable, and why"
+            _unavailable[name] = f"{type(exc).__name__}: {exc}"
+            return None
+        _loaded[name] = mod
+        return mod
+
+
+def available_backends():
+    """Names of the backends usable here, fastest first.
+
+    Returns
+    -------
+    tuple of str
+        A subset of ``("cython", "numba", "numpy")``; ``"numpy"`` is always
+        present.  Calling this imports every backend (and so Numba).
+    """
+    return tuple(name for name in BACKEND_NAMES if _load(name) is not None)
+
+
+def unavailable_backends():
+    """Mapping of each unusable backend's name to the reason it failed."""
+    available_backends()
+    return dict(_unavailable)
+
+
+def _describe_available():
+    names = available_backends()
+    text = f"available: {', '.join(names)}"
+    if _unavailable:
+        text += "; unavailable: " + "; ".join(
+            f"{k} ({v})" for k, v in _unavailable.items()
+        )
+    return text
+
+
+def _initial_backend():
+    name = os.environ.get(_config.BACKEND_ENV, "").strip() or "auto"
+    if name not in _CHOICES:
+        raise ValueError(
+            f"{_config.BACKEND_ENV}={name!r} is not a backend; choose one of {_CHOICES}"
+        )
+    return name
+
+
+_default = _initial_backend()
+
+
+def get_backend():
+    """The backend name in force in this thread (``"auto"`` by default)."""
+    return getattr(_local, "name", None) or _default
+
+
+def _require(name):
+    _check_name(name)
+    if name != "auto" and _load(name) is None:
+        raise ValueError(
+            f"backend {name!r} is unavailable here: {_unavailable[name]} "
+            f"({_describe_available()})"
+        )
+
+
+def set_backend(name):
+    """Set the process-wide backend: one of :func:`available_backends` or ``"auto"``.
+
+    ``"auto"`` picks, per operation, the fastest compiled backend available
+    and uses the NumPy reference only when none works.  A
+    :func:`use_backend` block in a thread takes precedence in that thread.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is unknown or unavailable here; the message lists what is
+        available and why the rest is not.
+    """
+    global _default
+    _require(name)
+    _default = name
+
+
+@contextlib.contextmanager
+def use_backend(name):
+    """Context manager: run the enclosed code, in this thread only, with ``name``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastdl
+    >>> with fastdl.use_backend("numpy"):
+    ...     fastdl.get_backend()
+    'numpy'
+    """
+    _require(name)
+    previous = getattr(_local, "name", None)
+    _local.name = name
+    try:
+        yield name
+    finally:
+        _local.name = previous
+
+
+def resolve(op, backend=None):
+    """The backend module that runs ``op`` for the ``backend=`` argument given."""
+    name = get_backend() if backend is None else backend
+    if name == "auto":
+        for candidate in _config.AUTO_ORDER.get(op, _config.DEFAULT_AUTO_ORDER):
+            mod = _load(candidate)
+            if mod is not None:
+                return mod
+        return _load("numpy")
+    mod = _loaded.get(name)
+    if mod is not None:
+        return mod
+    _require(name)
+    return _load(name)
+
+
+def set_num_threads(n):
+    """Set how many threads fastdl's parallel kernels use (all backends).
+
+    Parameters
+    ----------
+    n : int
+        From 1 to :func:`fastdl._config.default_num_threads` (every usable
+        core, or ``FASTDL_NUM_THREADS``).
+
+    Raises
+    ------
+    ValueError
+        If ``n`` is out of range.
+    TypeError
+        If ``n`` is not an integer.
+    """
+    n = operator.index(n)
+    limit = _config.default_num_threads()
+    if not 1 <= n <= limit:
+        raise ValueError(f"num_threads must be between 1 and {limit}, got {n}")
+    _config.state.num_threads = n
+
+
+def get_num_threads():
+    """The number of threads fastdl's parallel kernels use."""
+    return _config.state.num_threads

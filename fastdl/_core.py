@@ -1,0 +1,774 @@
+"""The core functional API: affine, the softmax family and cross-entropy.
+
+Each public function validates and converts its inputs, allocates the result
+and hands C-contiguous 2-D arrays to the kernel of the backend in force (see
+:mod:`fastdl.backends` for that contract).  Nothing unchecked reaches a kernel.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+
+import numpy as np
+
+from ._backend import resolve
+from ._validate import (
+    c_contiguous,
+    check_out,
+    check_reduction,
+    float_array,
+    kernel_buffer,
+    normalize_axis,
+    same_dtype,
+)
+
+__all__ = [
+    "affine_forward",
+    "affine_backward",
+    "logsumexp",
+    "softmax",
+    "log_softmax",
+    "softmax_backward",
+    "log_softmax_backward",
+    "cross_entropy",
+    "cross_entropy_backward",
+    "cross_entropy_with_grad",
+]
+
+
+# --------------------------------------------------------------------------
+# affine
+# --------------------------------------------------------------------------
+
+def _affine_shapes(x, W):
+    if W.ndim != 2:
+        raise ValueError(f"W must be (out_features, in_features), got shape {W.shape}")
+    if x.ndim not in (1, 2):
+        raise ValueError(f"x must be (N, in_features) or (in_features,), got shape {x.shape}")
+    if x.shape[-1] != W.shape[1]:
+        raise ValueError(
+            f"x has shape {x.shape} and W has shape {W.shape}: x's last "
+            f"dimension must equal W's in_features ({W.shape[1]})"
+        )
+
+
+def affine_forward(x, W, b=None, *, out=None, backend=None):
+    """Fully connected layer: ``x @ W.T + b``.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, D) or (D,)
+        Inputs, float32 or float64.
+    W : ndarray, shape (H, D)
+        Weights, out_features × in_features as in PyTorch's ``nn.Linear``.
+    b : ndarray, shape (H,), optional
+        Bias; omitted means no bias.
+    out : ndarray, shape (N, H) or (H,), optional
+        Buffer for the result (exact shape and dtype).
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    y : ndarray, shape (N, H) or (H,)
+
+    Raises
+    ------
+    TypeError
+        Unsupported or mixed dtypes.
+    ValueError
+        Inconsistent shapes, or a wrong ``out``.
+
+    Notes
+    -----
+    The product runs in BLAS; the bias add is a separate streaming pass in
+    the compiled backends, which costs little next to the GEMM.
+
+    Examples
+    --------
+    >>> import numpy as np, fastdl
+    >>> x = np.ones((2, 3)); W = np.arange(6.).reshape(2, 3); b = np.array([1., -1.])
+    >>> fastdl.affine_forward(x, W, b)
+    array([[ 4., 11.],
+           [ 4., 11.]])
+    """
+    x = float_array(x, "x")
+    W = float_array(W, "W")
+    named = [("x", x), ("W", W)]
+    if b is not None:
+        b = float_array(b, "b")
+        named.append(("b", b))
+    dtype = same_dtype(*named)
+    _affine_shapes(x, W)
+    H = W.shape[0]
+    if b is not None and b.shape != (H,):
+        raise ValueError(f"b has shape {b.shape}; W has shape {W.shape}, so b must be ({H},)")
+    x2 = c_contiguous(x.reshape(1, -1) if x.ndim == 1 else x)
+    shape = (x2.shape[0], H)
+    result_shape = (H,) if x.ndim == 1 else shape
+    if out is not None:
+        check_out(out, result_shape, dtype)
+    W = c_contiguous(W)
+    b = None if b is None else c_contiguous(b)
+    target = None if out is None or not out.flags.c_contiguous else out.reshape(shape)
+    buf = kernel_buffer(target, shape, dtype, others=[x2, W] + ([] if b is None else [b]))
+    resolve("affine_forward", backend).affine_forward(x2, W, b, buf)
+    if out is None:
+        return buf.reshape(result_shape)
+    if buf is not target:
+        out[...] = buf.reshape(result_shape)
+    return out
+
+
+def affine_backward(dy, x, W, *, bias=True, backend=None):
+    """Gradients of :func:`affine_forward`.
+
+    Parameters
+    ----------
+    dy : ndarray, shape (N, H) or (H,)
+        Gradient of the loss with respect to the layer's output.
+    x : ndarray, shape (N, D) or (D,)
+        The forward input.
+    W : ndarray, shape (H, D)
+        The weights.
+    bias : bool, default True
+        Whether to return the bias gradient.
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    dx : ndarray, shape of x
+        ``dy @ W``.
+    dW : ndarray, shape (H, D)
+        ``dy.T @ x``.
+    db : ndarray, shape (H,), or None
+        ``dy.sum(0)``; None when ``bias=False``.
+
+    Raises
+    ------
+    TypeError
+        Unsupported or mixed dtypes.
+    ValueError
+        Inconsistent shapes.
+
+    Examples
+    --------
+    >>> import numpy as np, fastdl
+    >>> dx, dW, db = fastdl.affine_backward(np.ones((4, 2)), np.ones((4, 3)), np.ones((2, 3)))
+    >>> dx.shape, dW.shape, db
+    ((4, 3), (2, 3), array([4., 4.]))
+    """
+    dy = float_array(dy, "dy")
+    x = float_array(x, "x")
+    W = float_array(W, "W")
+    dtype = same_dtype(("dy", dy), ("x", x), ("W", W))
+    _affine_shapes(x, W)
+    H, D = W.shape
+    expected_dy = (H,) if x.ndim == 1 else (x.shape[0], H)
+    if dy.shape != expected_dy:
+        raise ValueError(
+            f"dy has shape {dy.shape}; with x {x.shape} and W {W.shape} it must be {expected_dy}"
+        )
+    dy2 = c_contiguous(dy.reshape(1, -1) if dy.ndim == 1 else dy)
+    x2 = c_contiguous(x.reshape(1, -1) if x.ndim == 1 else x)
+    W = c_contiguous(W)
+    dx = np.empty(x2.shape, dtype)
+    dW = np.empty((H, D), dtype)
+    db = np.empty(H, dtype) if bias else None
+    resolve("affine_backward", backend).affine_backward(dy2, x2, W, dx, dW, db)
+    return dx.reshape(x.shape), dW, db
+
+
+# --------------------------------------------------------------------------
+# softmax family
+# --------------------------------------------------------------------------
+
+def _rows(a, axis):
+    """``a`` with ``axis`` moved last (C-contiguous), and the axis index."""
+    if a.ndim == 0:
+        a = a.reshape(1)
+    axis = normalize_axis(axis, a.ndim)
+    moved = a if axis == a.ndim - 1 else np.moveaxis(a, axis, -1)
+    return c_contiguous(moved), axis
+
+
+def _as_matrix(a):
+    """The C-contiguous ``a`` viewed as (rows, last axis)."""
+    return a.reshape(math.prod(a.shape[:-1]), a.shape[-1])
+
+
+def _rowwise(kernel_name, inputs, axis, out, backend):
+    """Run a row kernel on ``inputs`` (name, array pairs) along ``axis``.
+
+    The kernel's output may be any of its inputs (in place).
+    """
+    named = [(name, float_array(a, name)) for name, a in inputs]
+    dtype = same_dtype(*named)
+    shape = named[0][1].shape
+    for name, a in named[1:]:
+        if a.shape != shape:
+            raise ValueError(
+                f"{named[0][0]} has shape {shape} but {name} has shape {a.shape}; they must match"
+            )
+    moved = []
+    for _, a in named:
+        m, ax = _rows(a, axis)
+        moved.append(m)
+    target = None
+    if out is not None:
+        check_out(out, shape, dtype)
+        o = out.reshape(1) if out.ndim == 0 else out
+        target = o if ax == o.ndim - 1 else np.moveaxis(o, ax, -1)
+    buf = kernel_buffer(target, moved[0].shape, dtype, may_alias=moved)
+    kernel = getattr(resolve(kernel_name, backend), kernel_name)
+    kernel(*[_as_matrix(m) for m in moved], _as_matrix(buf))
+    if out is None:
+        result = buf if ax == buf.ndim - 1 else np.moveaxis(buf, -1, ax)
+        return result.reshape(shape)
+    if buf is not target:
+        target[...] = buf
+    return out
+
+
+def softmax(x, axis=-1, *, out=None, backend=None):
+    """Numerically stable softmax along ``axis``.
+
+    Parameters
+    ----------
+    x : ndarray
+        Any shape, float32 or float64.
+    axis : int, default -1
+        The axis the probabilities sum over.
+    out : ndarray, optional
+        Buffer of x's shape and dtype; ``out=x`` computes in place.
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    y : ndarray, shape of x
+        ``exp(x - max) / sum(exp(x - max))``.
+
+    Raises
+    ------
+    TypeError
+        Unsupported dtype, or a wrong ``out`` dtype.
+    ValueError
+        ``axis`` out of range, or a wrong ``out`` shape.
+
+    Notes
+    -----
+    Subtracting the row max makes every exponent ≤ 0, so nothing overflows
+    and the largest term is exactly 1.  Sums accumulate in float64.  A slice
+    that is all -inf, or holds +inf, gives NaN (as in PyTorch); NaN
+    propagates.
+
+    Examples
+    --------
+    >>> import numpy as np, fastdl
+    >>> fastdl.softmax(np.array([0., np.log(3.)]))
+    array([0.25, 0.75])
+    """
+    return _rowwise("softmax", [("x", x)], axis, out, backend)
+
+
+def log_softmax(x, axis=-1, *, out=None, backend=None):
+    """Numerically stable log-softmax along ``axis``.
+
+    Parameters
+    ----------
+    x : ndarray
+        Any shape, float32 or float64.
+    axis : int, default -1
+        The axis of the normalisation.
+    out : ndarray, optional
+        Buffer of x's shape and dtype; ``out=x`` computes in place.
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    y : ndarray, shape of x
+        ``(x - max) - log(sum(exp(x - max)))``.
+
+    Raises
+    ------
+    TypeError
+        Unsupported dtype, or a wrong ``out`` dtype.
+    ValueError
+        ``axis`` out of range, or a wrong ``out`` shape.
+
+    Notes
+    -----
+    The shift by the max is subtracted before the log term, so the largest
+    entry's result is exactly ``-log(sum)`` and huge offsets are exact:
+    ``log_softmax([1000, 1, 0]) == [0, -999, -1000]``.  All -inf or +inf
+    slices give NaN; NaN propagates.
+
+    Examples
+    --------
+    >>> import numpy as np, fastdl
+    >>> fastdl.log_softmax(np.array([1000., 1., 0.]))
+    array([    0.,  -999., -1000.])
+    """
+    return _rowwise("log_softmax", [("x", x)], axis, out, backend)
+
+
+def softmax_backward(dy, y, axis=-1, *, out=None, backend=None):
+    """Gradient of :func:`softmax` given its output.
+
+    Parameters
+    ----------
+    dy : ndarray
+        Gradient of the loss with respect to ``y``.
+    y : ndarray, shape of dy
+        The softmax output.
+    axis : int, default -1
+        The softmax axis.
+    out : ndarray, optional
+        Buffer of dy's shape and dtype; may be ``dy`` or ``y``.
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    dx : ndarray
+        ``y * (dy - sum(dy * y, axis, keepdims=True))``.
+
+    Raises
+    ------
+    TypeError
+        Unsupported or mixed dtypes.
+    ValueError
+        Shapes of ``dy`` and ``y`` differ, ``axis`` out of range, or a wrong ``out``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastdl
+    >>> fastdl.softmax_backward(np.array([1., 0.]), np.array([0.5, 0.5]))
+    array([ 0.25, -0.25])
+    """
+    return _rowwise("softmax_backward", [("dy", dy), ("y", y)], axis, out, backend)
+
+
+def log_softmax_backward(dy, y, axis=-1, *, out=None, backend=None):
+    """Gradient of :func:`log_softmax` given its output.
+
+    Parameters
+    ----------
+    dy : ndarray
+        Gradient of the loss with respect to ``y``.
+    y : ndarray, shape of dy
+        The log_softmax output.
+    axis : int, default -1
+        The log_softmax axis.
+    out : ndarray, optional
+        Buffer of dy's shape and dtype; may be ``dy`` or ``y``.
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    dx : ndarray
+        ``dy - exp(y) * sum(dy, axis, keepdims=True)``.
+
+    Raises
+    ------
+    TypeError
+        Unsupported or mixed dtypes.
+    ValueError
+        Shapes of ``dy`` and ``y`` differ, ``axis`` out of range, or a wrong ``out``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastdl
+    >>> fastdl.log_softmax_backward(np.array([1., 0.]), np.log([0.5, 0.5]))
+    array([ 0.5, -0.5])
+    """
+    return _rowwise("log_softmax_backward", [("dy", dy), ("y", y)], axis, out, backend)
+
+
+def _reduced_axes(axis, ndim):
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, tuple):
+        axes = tuple(normalize_axis(a, ndim) for a in axis)
+        if len(set(axes)) != len(axes):
+            raise ValueError(f"repeated axis in {axis!r}")
+        return axes
+    return (normalize_axis(axis, ndim),)
+
+
+def logsumexp(x, axis=-1, *, keepdims=False, backend=None):
+    """Numerically stable ``log(sum(exp(x), axis))``.
+
+    Parameters
+    ----------
+    x : ndarray
+        Any shape, float32 or float64.
+    axis : int, tuple of int or None, default -1
+        Axis or axes to reduce; None reduces everything.
+    keepdims : bool, default False
+        Keep the reduced axes with length 1.
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    lse : ndarray or scalar of x's dtype
+
+    Raises
+    ------
+    TypeError
+        Unsupported dtype.
+    ValueError
+        ``axis`` out of range or repeated.
+
+    Notes
+    -----
+    ``m + log(sum(exp(x - m)))`` with ``m`` the max, accumulated in float64.
+    As in SciPy: an all -inf slice gives -inf, a slice holding +inf gives
+    +inf, an empty slice gives -inf, NaN propagates.
+
+    Examples
+    --------
+    >>> import numpy as np, fastdl
+    >>> float(fastdl.logsumexp(np.array([1000., 1000.])) - 1000.)  # log(2)
+    0.6931471805599453
+    """
+    x = float_array(x, "x")
+    axes = _reduced_axes(axis, x.ndim)
+    kept = [a for a in range(x.ndim) if a not in axes]
+    moved = np.transpose(x, kept + list(axes))
+    kept_shape = tuple(x.shape[a] for a in kept)
+    M = math.prod(kept_shape)
+    C = math.prod(x.shape[a] for a in axes)
+    mat = c_contiguous(moved).reshape(M, C)
+    res = np.empty(M, x.dtype)
+    resolve("logsumexp", backend).logsumexp(mat, res)
+    if keepdims:
+        res = res.reshape(tuple(1 if a in axes else n for a, n in enumerate(x.shape)))
+    else:
+        res = res.reshape(kept_shape)
+    return res[()] if res.ndim == 0 else res
+
+
+# --------------------------------------------------------------------------
+# cross-entropy
+# --------------------------------------------------------------------------
+
+class _CEArgs:
+    """Validated cross-entropy arguments, shaped for the kernels."""
+
+    __slots__ = ("logits", "target", "weight", "kind", "squeeze", "dtype", "n",
+                 "n_classes", "ignore_index", "eps", "reduction", "valid")
+
+
+def _ce_args(logits, target, weight, ignore_index, reduction, label_smoothing):
+    a = _CEArgs()
+    logits = float_array(logits, "logits")
+    if logits.ndim not in (1, 2):
+        raise ValueError(f"logits must be (N, C) or (C,), got shape {logits.shape}")
+    a.squeeze = logits.ndim == 1
+    a.dtype = logits.dtype
+    mat = logits.reshape(1, -1) if a.squeeze else logits
+    a.n, a.n_classes = mat.shape
+    a.reduction = check_reduction(reduction)
+    try:
+        a.ignore_index = operator.index(ignore_index)
+    except TypeError:
+        raise TypeError(f"ignore_index must be an integer, got {ignore_index!r}") from None
+    eps = float(label_smoothing)
+    if not 0.0 <= eps <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
+    a.eps = eps
+
+    t = np.asarray(target)
+    if t.dtype.kind in "iu":
+        a.kind = "index"
+        expected = () if a.squeeze else (a.n,)
+        if t.shape != expected:
+            raise ValueError(
+                f"class-index target has shape {t.shape}; logits {logits.shape} need {expected}"
+            )
+        t = t.reshape(a.n)
+        # Range check in the target's own dtype (a uint64 could wrap in int64).
+        valid = t != a.ignore_index
+        bad = valid & ((t < 0) | (t >= a.n_classes))
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            raise IndexError(
+                f"target {t[first]} (row {first}) is out of bounds for "
+                f"{a.n_classes} classes; valid labels are 0..{a.n_classes - 1} "
+                f"or ignore_index={a.ignore_index}"
+            )
+        a.target = np.ascontiguousarray(t, dtype=np.int64)
+        a.valid = valid
+    elif t.dtype.kind == "f":
+        a.kind = "prob"
+        t = float_array(t, "target")
+        same_dtype(("logits", logits), ("target", t))
+        if t.shape != logits.shape:
+            raise ValueError(
+                f"probability target has shape {t.shape}; it must match logits {logits.shape}"
+            )
+        a.target = c_contiguous(t.reshape(mat.shape))
+        a.valid = None
+    else:
+        raise TypeError(
+            f"target has dtype {t.dtype}; use integer class indices or float32/float64 "
+            "probabilities with the logits' shape"
+        )
+
+    if weight is not None:
+        weight = float_array(weight, "weight")
+        same_dtype(("logits", logits), ("weight", weight))
+        if weight.shape != (a.n_classes,):
+            raise ValueError(
+                f"weight has shape {weight.shape}; logits {logits.shape} need ({a.n_classes},)"
+            )
+        weight = c_contiguous(weight)
+    a.weight = weight
+    a.logits = c_contiguous(mat)
+    return a
+
+
+def _ce_denominator(a):
+    """What "mean" divides by: the summed weight of the rows that count."""
+    if a.kind == "prob":
+        return float(a.n)
+    if a.weight is None:
+        return float(np.count_nonzero(a.valid))
+    return float(np.sum(a.weight[a.target[a.valid]], dtype=np.float64))
+
+
+def _ce_run(a, scale, grad, backend):
+    """Per-row losses (float64) from the kernel; fills ``grad`` if given."""
+    loss = np.empty(a.n, np.float64)
+    kernels = resolve("cross_entropy", backend)
+    if a.kind == "index":
+        kernels.cross_entropy_index(a.logits, a.target, a.weight, a.ignore_index,
+                                    a.eps, scale, loss, grad)
+    else:
+        kernels.cross_entropy_prob(a.logits, a.target, a.weight, a.eps, scale,
+                                   loss, grad)
+    return loss
+
+
+def _ce_reduce(a, loss, denom):
+    if a.reduction == "none":
+        return a.dtype.type(loss[0]) if a.squeeze else loss.astype(a.dtype)
+    total = math.fsum(loss) if loss.size < 1 << 16 else float(np.sum(loss))
+    if a.reduction == "sum":
+        return a.dtype.type(total)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return a.dtype.type(np.float64(total) / np.float64(denom))
+
+
+def _ce_scale(a, grad_output, denom):
+    """The per-row gradient multiplier for ``grad_output`` (float64, (N,))."""
+    g = np.asarray(grad_output)
+    if g.dtype.kind not in "fiu" or (g.dtype.kind == "f" and g.dtype not in (np.float32, np.float64)):
+        raise TypeError(f"grad_output has dtype {g.dtype}; fastdl supports float32 and float64")
+    if isinstance(grad_output, (np.ndarray, np.generic)) and g.dtype.kind == "f" \
+            and g.dtype != a.dtype:
+        raise TypeError(
+            f"logits is {a.dtype} but grad_output is {g.dtype}; "
+            "inputs of one call must share one float dtype"
+        )
+    if a.reduction == "none" and not a.squeeze:
+        if g.shape not in ((), (a.n,)):
+            raise ValueError(
+                f"grad_output has shape {g.shape}; reduction='none' needs ({a.n},) or a scalar"
+            )
+    elif g.shape != ():
+        raise ValueError(
+            f"grad_output has shape {g.shape}; reduction={a.reduction!r} needs a scalar"
+        )
+    scale = np.empty(a.n, np.float64)
+    scale[...] = g
+    if a.reduction == "mean":
+        with np.errstate(invalid="ignore", divide="ignore"):
+            scale /= denom
+    return scale
+
+
+def _ce_grad_buffer(a, out):
+    """The (N, C) buffer the kernel writes the gradient into, and ``out`` as (N, C)."""
+    target = None
+    if out is not None:
+        check_out(out, (a.n_classes,) if a.squeeze else a.logits.shape, a.dtype)
+        if out.flags.c_contiguous:
+            target = out.reshape(a.logits.shape)
+    # The gradient may overwrite the logits (each row is read before it is
+    # written), never the target probabilities or the weights.
+    others = [x for x in (a.target if a.kind == "prob" else None, a.weight) if x is not None]
+    return kernel_buffer(target, a.logits.shape, a.dtype, may_alias=[a.logits], others=others), target
+
+
+def _ce_finish_grad(a, out, buf, target):
+    if out is None:
+        return buf.reshape(a.n_classes) if a.squeeze else buf
+    if buf is not target:
+        out[...] = buf.reshape(out.shape)
+    return out
+
+
+_CE_DOC_OPTIONS = """    weight : ndarray, shape (C,), optional
+        Per-class rescaling weights, of the logits' dtype.
+    ignore_index : int, default -100
+        Class-index target value that contributes neither loss nor gradient
+        nor (for "mean") denominator.  Not used with probability targets.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        "none": per-row losses, shape (N,).  "sum": their sum.  "mean": the
+        sum divided by the summed weight ``weight[target]`` of the rows not
+        ignored (their count without ``weight``); with probability targets,
+        divided by N.  "mean" over an empty or all-ignored batch is NaN,
+        "sum" is 0.
+    label_smoothing : float in [0, 1], default 0.0
+        Mixes the target with the uniform distribution:
+        ``(1-ε)·nll + ε/C·Σ_c(-w_c·logp_c)``."""
+
+
+def cross_entropy(logits, target, *, weight=None, ignore_index=-100,
+                  reduction="mean", label_smoothing=0.0, backend=None):
+    """Cross-entropy between softmax(logits) and the target (PyTorch semantics).
+
+    Parameters
+    ----------
+    logits : ndarray, shape (N, C) or (C,)
+        Unnormalised scores, float32 or float64.
+    target : ndarray
+        Class indices: an integer array of shape (N,) (an int for 1-D
+        logits), each in ``[0, C)`` or equal to ``ignore_index``.  Or class
+        probabilities: a float array of the logits' shape and dtype.
+{options}
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    loss : scalar of the logits' dtype, or ndarray (N,) for "none"
+
+    Raises
+    ------
+    TypeError
+        Unsupported or mixed dtypes, a non-integer ``ignore_index``.
+    ValueError
+        Inconsistent shapes, a bad ``reduction`` or ``label_smoothing``.
+    IndexError
+        A class index outside ``[0, C)`` that is not ``ignore_index`` (named
+        in the message).
+
+    Notes
+    -----
+    Each row's ``lse = log(sum(exp(logits)))`` is computed stably (max
+    shift, float64 sums); the loss of a row is ``w[t] * (lse - logits[t])``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastdl
+    >>> logits = np.array([[2., 0., 0.], [0., 0., 0.]])
+    >>> round(float(fastdl.cross_entropy(logits, np.array([0, 2]))), 6)
+    0.765365
+    """
+    a = _ce_args(logits, target, weight, ignore_index, reduction, label_smoothing)
+    loss = _ce_run(a, None, None, backend)
+    return _ce_reduce(a, loss, _ce_denominator(a))
+
+
+def cross_entropy_backward(logits, target, grad_output=1.0, *, weight=None,
+                           ignore_index=-100, reduction="mean",
+                           label_smoothing=0.0, out=None, backend=None):
+    """Gradient of :func:`cross_entropy` with respect to the logits.
+
+    Parameters
+    ----------
+    logits, target
+        As for :func:`cross_entropy`.
+    grad_output : float or ndarray, default 1.0
+        Gradient of the final objective with respect to the loss: a scalar
+        for "mean"/"sum", shape (N,) (or a scalar) for "none".
+{options}
+    out : ndarray, optional
+        Buffer of the logits' shape and dtype; ``out=logits`` overwrites them.
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    dlogits : ndarray, shape of logits
+
+    Raises
+    ------
+    TypeError, ValueError, IndexError
+        As for :func:`cross_entropy`; also a ``grad_output`` of the wrong shape.
+
+    Notes
+    -----
+    For class indices the row gradient is
+    ``g·((1-ε)·w_t + ε/C·Σw)·p - g·ε/C·w - g·(1-ε)·w_t·onehot(t)`` with ``p``
+    the softmax; for probabilities ``q``, ``g·(p·Σ_c w_c q_c - w·q)``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastdl
+    >>> fastdl.cross_entropy_backward(np.zeros((1, 2)), np.array([1]))
+    array([[ 0.5, -0.5]])
+    """
+    a = _ce_args(logits, target, weight, ignore_index, reduction, label_smoothing)
+    scale = _ce_scale(a, grad_output, _ce_denominator(a))
+    buf, target_buf = _ce_grad_buffer(a, out)
+    _ce_run(a, scale, buf, backend)
+    return _ce_finish_grad(a, out, buf, target_buf)
+
+
+def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
+                            reduction="mean", label_smoothing=0.0, out=None,
+                            backend=None):
+    """Loss and its gradient in one fused pass over the logits.
+
+    Parameters
+    ----------
+    logits, target
+        As for :func:`cross_entropy`.
+{options}
+    out : ndarray, optional
+        Buffer for the gradient; ``out=logits`` overwrites the logits with
+        it, so the step allocates nothing the size of the batch.
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    loss : scalar of the logits' dtype, or ndarray (N,) for "none"
+        As :func:`cross_entropy` returns.
+    dlogits : ndarray, shape of logits
+        Gradient of ``loss`` (of ``loss.sum()`` for "none") with respect to
+        the logits.
+
+    Raises
+    ------
+    TypeError, ValueError, IndexError
+        As for :func:`cross_entropy`.
+
+    Examples
+    --------
+    >>> import numpy as np, fastdl
+    >>> loss, dlogits = fastdl.cross_entropy_with_grad(np.zeros((1, 2)), np.array([1]))
+    >>> round(float(loss), 6), dlogits
+    (0.693147, array([[ 0.5, -0.5]]))
+    """
+    a = _ce_args(logits, target, weight, ignore_index, reduction, label_smoothing)
+    denom = _ce_denominator(a)
+    scale = _ce_scale(a, 1.0, denom)
+    buf, target_buf = _ce_grad_buffer(a, out)
+    loss = _ce_run(a, scale, buf, backend)
+    return _ce_reduce(a, loss, denom), _ce_finish_grad(a, out, buf, target_buf)
+
+
+for _f in (cross_entropy, cross_entropy_backward, cross_entropy_with_grad):
+    _f.__doc__ = _f.__doc__.replace("{options}", _CE_DOC_OPTIONS)
+del _f

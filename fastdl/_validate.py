@@ -1,0 +1,93 @@
+"""Input checks shared by every public function.
+
+Validation lives here, once, in front of every backend: kernels trust their
+arguments (Numba does not bounds-check), so nothing malformed may pass.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_SUPPORTED = "float32 and float64"
+
+
+def float_array(a, name):
+    """``a`` as an ndarray of a supported float dtype, or TypeError."""
+    arr = np.asarray(a)
+    if arr.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{name} has dtype {arr.dtype}; fastdl supports {_SUPPORTED}"
+        )
+    return arr
+
+
+def same_dtype(*named):
+    """Check that every (name, array) pair shares one float dtype."""
+    (first_name, first), *rest = named
+    for name, arr in rest:
+        if arr.dtype != first.dtype:
+            raise TypeError(
+                f"{first_name} is {first.dtype} but {name} is {arr.dtype}; "
+                "inputs of one call must share one float dtype"
+            )
+    return first.dtype
+
+
+def c_contiguous(a):
+    """``a`` itself when C-contiguous, else a C-contiguous copy."""
+    return np.ascontiguousarray(a)
+
+
+def check_out(out, shape, dtype, name="out"):
+    """Check an ``out=`` buffer: ndarray, exact shape and dtype, writeable."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f"{name} has dtype {out.dtype}, the result needs {dtype}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{name} has shape {out.shape}, the result needs {tuple(shape)}")
+    if not out.flags.writeable:
+        raise ValueError(f"{name} is read-only")
+    return out
+
+
+def same_memory(a, b):
+    """True when ``a`` and ``b`` view the same bytes laid out the same way."""
+    return (
+        a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+        and a.shape == b.shape
+        and a.strides == b.strides
+    )
+
+
+def kernel_buffer(out, shape, dtype, may_alias=(), others=()):
+    """A C-contiguous buffer the kernel may write the result into.
+
+    ``out`` itself when it is C-contiguous and, for each input, either views
+    exactly the same memory as one of ``may_alias`` (the in-place case the
+    kernel supports) or shares no memory with it.  Otherwise a fresh array,
+    to be copied into ``out`` afterwards.
+    """
+    if out is None or not out.flags.c_contiguous:
+        return np.empty(shape, dtype)
+    ok = all(same_memory(out, a) or not np.may_share_memory(out, a) for a in may_alias)
+    ok = ok and not any(np.may_share_memory(out, a) for a in others)
+    return out if ok else np.empty(shape, dtype)
+
+
+def normalize_axis(axis, ndim):
+    """A non-negative axis index, or AxisError (a ValueError) naming it."""
+    try:
+        axis = operator.index(axis)
+    except TypeError:
+        raise TypeError(f"axis must be an integer, got {axis!r}") from None
+    return np.lib.array_utils.normalize_axis_index(axis, ndim)
+
+
+def check_reduction(reduction, allowed=("none", "mean", "sum")):
+    if reduction not in allowed:
+        raise ValueError(f"reduction must be one of {allowed}, got {reduction!r}")
+    return reduction
