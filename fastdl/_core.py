@@ -435,8 +435,8 @@ def logsumexp(x, axis=-1, *, keepdims=False, backend=None):
     Examples
     --------
     >>> import numpy as np, fastdl
-    >>> float(fastdl.logsumexp(np.array([1000., 1000.])) - 1000.)  # log(2)
-    0.6931471805599453
+    >>> round(float(fastdl.logsumexp(np.array([1000., 1000.])) - 1000.), 6)  # log(2)
+    0.693147
     """
     x = float_array(x, "x")
     axes = _reduced_axes(axis, x.ndim)
@@ -672,7 +672,7 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100,
     >>> import numpy as np, fastdl
     >>> logits = np.array([[2., 0., 0.], [0., 0., 0.]])
     >>> round(float(fastdl.cross_entropy(logits, np.array([0, 2]))), 6)
-    0.765365
+    0.669079
     """
     a = _ce_args(logits, target, weight, ignore_index, reduction, label_smoothing)
     loss = _ce_run(a, None, None, backend)

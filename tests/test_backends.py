@@ -27,6 +27,13 @@ def test_required_backends_are_available():
     assert not missing, f"required backends unavailable: {fastdl.unavailable_backends()}"
 
 
+def test_required_oracles_are_installed():
+    """CI sets FASTDL_REQUIRE_ORACLES so parity tests cannot silently skip."""
+    required = [m for m in os.environ.get("FASTDL_REQUIRE_ORACLES", "").split(",") if m]
+    for module in required:
+        importlib.import_module(module)
+
+
 def test_default_backend_is_auto_and_prefers_compiled():
     assert fastdl.get_backend() in ("auto",) + BACKEND_NAMES
     from fastdl._backend import resolve
