@@ -17,8 +17,12 @@ import threading
 from . import _config
 from .backends import BACKEND_NAMES, KERNEL_NAMES
 
-_MODULES = {name: f"fastdl.backends.{name}_backend" for name in BACKEND_NAMES}
 _CHOICES = BACKEND_NAMES + ("auto",)
+
+#: Kernel families: each backend implements a family in one module,
+#: ``fastdl.backends.<backend>_<suffix>``, defining the family's kernels.
+#: A backend is available when its "core" module loads.
+FAMILIES = {"core": ("backend", KERNEL_NAMES)}
 
 _loaded: dict = {}
 _unavailable: dict = {}
@@ -34,23 +38,34 @@ def _check_name(name):
         )
 
 
-def _load(name):
-    """The backend module ``name``, or None when it cannot work here."""
-    mod = _loaded.get(name)
-    if mod is not None or name in _unavailable:
+def register_family(family, suffix, kernel_names):
+    """Declare a kernel family implemented by ``fastdl.backends.<name>_<suffix>``."""
+    FAMILIES[family] = (suffix, tuple(kernel_names))
+
+
+def _load(name, family="core"):
+    """Backend ``name``'s module for ``family``, or None when it cannot work here.
+
+    The core family's failures are keyed by the backend name, others by
+    ``"name/family"``; both are reported by :func:`unavailable_backends`.
+    """
+    key = name if family == "core" else f"{name}/{family}"
+    mod = _loaded.get(key)
+    if mod is not None or key in _unavailable:
         return mod
     with _lock:
-        if name in _loaded or name in _unavailable:
-            return _loaded.get(name)
+        if key in _loaded or key in _unavailable:
+            return _loaded.get(key)
+        suffix, kernels = FAMILIES[family]
         try:
-            mod = importlib.import_module(_MODULES[name])
-            missing = [k for k in KERNEL_NAMES if not callable(getattr(mod, k, None))]
+            mod = importlib.import_module(f"fastdl.backends.{name}_{suffix}")
+            missing = [k for k in kernels if not callable(getattr(mod, k, None))]
             if missing:
                 raise ImportError(f"backend module lacks kernels {missing}")
         except Exception as exc:  # any failure means "unavailable, and why"
-            _unavailable[name] = f"{type(exc).__name__}: {exc}"
+            _unavailable[key] = f"{type(exc).__name__}: {exc}"
             return None
-        _loaded[name] = mod
+        _loaded[key] = mod
         return mod
 
 
@@ -146,20 +161,33 @@ def use_backend(name):
         _local.name = previous
 
 
-def resolve(op, backend=None):
-    """The backend module that runs ``op`` for the ``backend=`` argument given."""
+def resolve(op, backend=None, family="core"):
+    """The module of ``family`` that runs ``op`` for the ``backend=`` argument given.
+
+    Raises
+    ------
+    ValueError
+        If the backend named is unknown, unavailable, or lacks this family.
+    """
     name = get_backend() if backend is None else backend
     if name == "auto":
         for candidate in _config.AUTO_ORDER.get(op, _config.DEFAULT_AUTO_ORDER):
-            mod = _load(candidate)
-            if mod is not None:
-                return mod
-        return _load("numpy")
-    mod = _loaded.get(name)
+            if _load(candidate) is not None:
+                mod = _load(candidate, family)
+                if mod is not None:
+                    return mod
+        return _load("numpy", family)
+    mod = _loaded.get(name if family == "core" else f"{name}/{family}")
     if mod is not None:
         return mod
     _require(name)
-    return _load(name)
+    mod = _load(name, family)
+    if mod is None:
+        raise ValueError(
+            f"backend {name!r} has no working {family} kernels here: "
+            f"{_unavailable[f'{name}/{family}']}"
+        )
+    return mod
 
 
 def set_num_threads(n):
