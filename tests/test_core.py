@@ -109,7 +109,9 @@ def test_out_in_place(op, backend, dtype, rng):
     buf = x.copy()
     res = getattr(fastdl, op)(buf, out=buf, backend=backend)
     assert res is buf
-    np.testing.assert_array_equal(buf, expected)
+    # In place, a compiler may not vectorise a sum it could vectorise with a
+    # separate output (the buffers alias), so the last bit may differ.
+    assert_close(buf, expected, dtype)
     # Separate buffer, and a non-contiguous in-place case.
     out = np.empty_like(x)
     res = getattr(fastdl, op)(x, out=out, backend=backend)
@@ -118,7 +120,7 @@ def test_out_in_place(op, backend, dtype, rng):
     f = np.asfortranarray(x)
     res = getattr(fastdl, op)(f, out=f, backend=backend)
     assert res is f
-    np.testing.assert_array_equal(f, expected)
+    assert_close(f, expected, dtype)
 
 
 @pytest.mark.parametrize("op", ROW_OPS)
@@ -141,7 +143,7 @@ def test_backward_out_may_alias_inputs(op, alias, backend, dtype, rng):
     out = dy2 if alias == "dy" else y2
     res = getattr(fastdl, op)(dy2, y2, out=out, backend=backend)
     assert res is out
-    np.testing.assert_array_equal(res, expected)
+    assert_close(res, expected, dtype)
 
 
 def test_overlapping_out_is_not_corrupted(backend, dtype, rng):

@@ -133,12 +133,13 @@ def test_with_grad_in_place_overwrites_logits(backend, dtype, rng):
     buf = logits.copy()
     loss2, grad2 = fastdl.cross_entropy_with_grad(buf, target, out=buf, backend=backend)
     assert grad2 is buf
-    assert loss2 == loss
-    np.testing.assert_array_equal(buf, grad)
+    # In place the last bit may differ (see test_core.test_out_in_place).
+    assert_close(loss2, loss, dtype)
+    assert_close(buf, grad, dtype)
     buf = logits.copy()
     g3 = fastdl.cross_entropy_backward(buf, target, out=buf, backend=backend)
     assert g3 is buf
-    np.testing.assert_array_equal(buf, grad)
+    assert_close(buf, grad, dtype)
 
 
 def test_out_buffer_non_contiguous(backend, dtype, rng):

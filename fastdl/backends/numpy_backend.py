@@ -123,6 +123,9 @@ def cross_entropy_index(logits, target, weight, ignore_index, label_smoothing,
 def cross_entropy_prob(logits, target, weight, label_smoothing, scale, loss,
                        grad):
     n_classes = logits.shape[1]
+    if n_classes == 0:  # an empty sum over classes
+        loss[...] = 0.0
+        return
     eps = float(label_smoothing)
     q = target.astype(np.float64)
     if eps > 0.0:

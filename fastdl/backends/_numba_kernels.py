@@ -1,0 +1,477 @@
+"""Numba kernel bodies for :mod:`fastdl.backends.numba_backend`.
+
+Every operation has one Python body, generic over float32/float64 (Numba's
+dispatcher specialises it per dtype) and written with ``numba.prange`` over
+rows.  :func:`_serial_and_parallel` turns each body into two lazily compiled
+dispatchers, ``parallel=False`` (prange is plain range) and ``parallel=True``;
+the dispatch layer picks one per call.  Nothing here compiles at import time.
+
+Conventions shared by all kernels (see :mod:`fastdl.backends` for the
+contract):
+
+* Sums (exp-sums, dot products, column sums) accumulate in float64, whatever
+  the input dtype; float32 values are widened when read and rounded once
+  when written.
+* Row maxima use ``llvm.maximum`` (:func:`_fmaximum`), which propagates NaN:
+  a row holding NaN gets a NaN max, so every output of that row is NaN, which
+  is the reference's rule.  Unlike a ``v > m`` select chain, LLVM vectorises
+  a ``llvm.maximum`` reduction without fastmath "nnan".
+* Kernels assume N >= 1 and C >= 1; the dispatch layer handles empty arrays.
+* No kernel allocates anything the size of its input; softmax and the
+  cross-entropy gradient reuse their output row to hold the exponentials.
+"""
+
+from __future__ import annotations
+
+import math
+import types as _pytypes
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import prange, types
+from numba.extending import intrinsic, overload
+
+from .. import _config as config
+
+#: Options shared by every dispatcher.  Numba wants a ``set`` for fastmath
+#: flags (it rejects a frozenset); the flags are the narrow subset from
+#: ``_config``: "reassoc" lets LLVM vectorise the float64 sums, "contract"
+#: allows FMAs; inf/NaN semantics and denormals are untouched.
+_OPTIONS = dict(cache=config.NUMBA_CACHE, fastmath=set(config.NUMBA_FASTMATH))
+
+_njit = numba.njit(**_OPTIONS)
+
+
+def _serial_and_parallel(body):
+    """Two lazy dispatchers, ``(serial, parallel)``, from one kernel body.
+
+    The parallel dispatcher is compiled from a copy of the function object
+    that shares the body's code but has its own ``__qualname__``: Numba's
+    on-disk cache names its files after the qualname and keys entries by
+    signature only, not by the ``parallel`` flag, so two dispatchers of the
+    very same function object would overwrite and load each other's
+    machine code (checked with numba 0.68: the parallel dispatcher got the
+    serial code from the cache).
+    """
+    serial = numba.njit(parallel=False, **_OPTIONS)(body)
+    twin = _pytypes.FunctionType(body.__code__, body.__globals__,
+                                 body.__name__, body.__defaults__,
+                                 body.__closure__)
+    twin.__qualname__ = body.__qualname__ + "__parallel"
+    twin.__doc__ = body.__doc__
+    parallel = numba.njit(parallel=True, **_OPTIONS)(twin)
+    return serial, parallel
+
+
+# ---------------------------------------------------------------------------
+# Scalar helpers
+# ---------------------------------------------------------------------------
+
+@intrinsic
+def _fmaximum(typingctx, a, b):
+    """``llvm.maximum(a, b)``: IEEE 754-2019 maximum, NaN if either is NaN."""
+    if not (isinstance(a, types.Float) and a == b):
+        return None
+
+    def codegen(context, builder, signature, args):
+        lltype = context.get_value_type(signature.return_type)
+        fn = builder.module.declare_intrinsic(
+            "llvm.maximum", [lltype], ir.FunctionType(lltype, [lltype, lltype]))
+        return builder.call(fn, args)
+
+    return a(a, b), codegen
+
+
+def _exp_as(like, d):
+    """``exp(d)`` (float64 in, float64 out) at the accuracy ``like`` needs.
+
+    ``like`` is the array whose dtype decides the implementation; see the
+    overload below.  Only callable from compiled code.
+    """
+    raise NotImplementedError
+
+
+@intrinsic
+def _float64_from_bits(typingctx, bits):
+    """The float64 whose IEEE-754 bit pattern is the int64 ``bits``."""
+    if bits != types.int64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return types.float64(types.int64), codegen
+
+
+# exp(r) ~ P(r) = 1 + r (P1 + r (P2 + ... + r P6)) on |r| <= ln(2)/2.  The
+# constant term is exactly 1 so exp(0) == 1 exactly (log_softmax of a row
+# with one dominant entry must give exactly 0 there).  Our coefficients: a
+# weighted least-squares fit of the *relative* error at 4000 Chebyshev nodes,
+# reweighted (Lawson's iteration) towards the minimax solution.  Max relative
+# error of P alone: 1.99e-9, i.e. 0.03 float32 ulp.
+_EXP_P1 = 1.0000000321650828
+_EXP_P2 = 0.49999994209041254
+_EXP_P3 = 0.1666643126252613
+_EXP_P4 = 0.04166800203639387
+_EXP_P5 = 0.008374155317411654
+_EXP_P6 = 0.001384365349020148
+_LOG2_E = 1.4426950408889634
+_LN_2 = 0.6931471805599453
+
+
+@numba.njit(inline="always", **_OPTIONS)
+def _exp_for_float32(d):
+    """exp(d) for float64 ``d``, accurate enough for float32 results.
+
+    Plain arithmetic (no libm call) so LLVM vectorises the loops calling it;
+    Numba's math.exp is a scalar libm call (PyPI llvmlite has no SVML).
+    Relative error <= 2e-9 over the whole float64 range, so once rounded to
+    float32 the result is within 0.53 ulp of exp (measured on a dense sweep
+    against np.exp in float64, see the tests); sums taken from it in float64
+    are far more accurate than float32 data.  Not used for float64 data.
+
+    * Range reduction: d = k ln2 + r with k = rint(d log2(e)), |r| <= ln2/2.
+      One-constant ln2 is enough: its rounding error times |k| <= 1076 moves
+      r by < 1e-13, far below the 6e-8 a float32 result can resolve.
+    * exp(r) by the degree-6 polynomial above (Horner); exp(0) == 1.
+    * 2^k is built from exponent bits, in two factors 2^(k//2) 2^(k-k//2) so
+      each stays a normal float64 for every k the clamp allows: results
+      overflow to inf and underflow gradually to 0 exactly like exp.
+    * Clamping d to [-746, 710] keeps k in int range; outside it exp is 0 or
+      inf anyway (e^-746 rounds to 0, e^710 overflows) and the clamp gives
+      those values.  Written as selects so NaN becomes -746 (a number) in
+      the arithmetic, and the final select returns NaN for NaN input.
+    """
+    dc = d if d > -746.0 else -746.0
+    dc = dc if dc < 710.0 else 710.0
+    k = np.rint(dc * _LOG2_E)
+    r = dc - k * _LN_2
+    p = _EXP_P6
+    p = p * r + _EXP_P5
+    p = p * r + _EXP_P4
+    p = p * r + _EXP_P3
+    p = p * r + _EXP_P2
+    p = p * r + _EXP_P1
+    p = p * r + 1.0
+    ki = np.int64(k)
+    k_half = ki >> 1
+    scale_1 = _float64_from_bits((k_half + 1023) << 52)
+    scale_2 = _float64_from_bits((ki - k_half + 1023) << 52)
+    e = (p * scale_1) * scale_2
+    return e if d == d else d
+
+
+@overload(_exp_as, jit_options=_OPTIONS)
+def _exp_as_overload(like, d):
+    # float32 data: the vectorisable polynomial exp (its float64 result is
+    # within 0.53 float32 ulp); float64 data keeps libm's exp (< 1 ulp).
+    if isinstance(like, types.Array) and like.dtype == types.float32:
+        return lambda like, d: _exp_for_float32(d)
+    return lambda like, d: math.exp(d)
+
+
+@_njit
+def _row_max(xr):
+    """Max of a non-empty row; NaN when the row holds a NaN."""
+    m = xr[0]
+    for j in range(1, xr.shape[0]):
+        m = _fmaximum(m, xr[j])
+    return m
+
+
+@_njit
+def _row_expsum(xr, shift, er):
+    """``sum_j exp(xr[j] - shift)`` in float64; stores each term in ``er``
+    unless ``er`` is None (the branch is pruned at compile time)."""
+    s = 0.0
+    for j in range(xr.shape[0]):
+        e = _exp_as(xr, np.float64(xr[j]) - shift)
+        if er is not None:
+            er[j] = e
+        s += e
+    return s
+
+
+@_njit
+def _row_expsum_wdot(xr, shift, w, er):
+    """As :func:`_row_expsum`, and also ``sum_j w[j] * (xr[j] - shift)``
+    (w None means all ones) in the same pass, for label smoothing."""
+    s = 0.0
+    a = 0.0
+    for j in range(xr.shape[0]):
+        d = np.float64(xr[j]) - shift
+        e = _exp_as(xr, d)
+        if er is not None:
+            er[j] = e
+        s += e
+        if w is None:
+            a += d
+        else:
+            a += np.float64(w[j]) * d
+    return s, a
+
+
+# ---------------------------------------------------------------------------
+# Kernel bodies (one per operation)
+# ---------------------------------------------------------------------------
+
+def _bias_add(out, b):
+    """out[i, :] += b for every row i."""
+    h = out.shape[1]
+    for i in prange(out.shape[0]):
+        outr = out[i]
+        for j in range(h):
+            outr[j] += b[j]
+
+
+def _column_sums(dy, db, partial):
+    """db = dy.sum(0) accumulated in float64.
+
+    Rows are split into ``partial.shape[0]`` blocks, one per thread; each
+    block sums its rows into its own zeroed float64 row of ``partial``
+    (n_blocks x H, so O(H) extra memory, allocated by the caller) with a
+    contiguous, vectorisable inner loop, and the blocks are added at the end.
+    This is parallel whatever the shape, unlike a split over columns, which
+    has nothing to share out when H is small.
+    """
+    n, h = dy.shape
+    n_blocks = partial.shape[0]
+    rows_per_block = (n + n_blocks - 1) // n_blocks
+    for k in prange(n_blocks):
+        acc = partial[k]
+        for i in range(k * rows_per_block, min(n, (k + 1) * rows_per_block)):
+            dyr = dy[i]
+            for j in range(h):
+                acc[j] += dyr[j]
+    for j in range(h):
+        s = 0.0
+        for k in range(n_blocks):
+            s += partial[k, j]
+        db[j] = s
+
+
+def _logsumexp(x, out):
+    """out[i] = log(sum(exp(x[i]))).
+
+    Shift by the row max m so no exp overflows (every term <= 1 and the
+    max's term is exactly 1, so the log's argument is in [1, C]).  When m is
+    not finite the shift is 0 instead: an all -inf row then sums exp(-inf)=0
+    and gives log(0) = -inf, a row with +inf sums to +inf, and NaN (m is NaN
+    then) propagates through the sum -- SciPy's rule, as in the reference.
+    """
+    for i in prange(x.shape[0]):
+        xr = x[i]
+        m = np.float64(_row_max(xr))
+        shift = m if math.isfinite(m) else 0.0
+        s = _row_expsum(xr, shift, None)
+        out[i] = math.log(s) + shift
+
+
+def _softmax(x, out):
+    """out[i] = exp(x[i] - m) / sum(exp(x[i] - m)), m the row max.
+
+    Three passes per row: the max; the exponentials, stored straight into
+    ``out`` and summed in float64; a scale by 1/sum.  Storing rounds the
+    exponential once to the output dtype and the scale rounds again, so
+    float32 results are within ~1 ulp.  An all -inf row has m = -inf,
+    x - m = NaN and so gives NaN, like a row with +inf or NaN.  ``out`` may
+    be ``x``: each element is read before it is overwritten.
+    """
+    for i in prange(x.shape[0]):
+        xr = x[i]
+        outr = out[i]
+        m = np.float64(_row_max(xr))
+        s = _row_expsum(xr, m, outr)
+        inv_s = 1.0 / s
+        for j in range(outr.shape[0]):
+            outr[j] = outr[j] * inv_s
+
+
+def _log_softmax(x, out):
+    """out[i] = (x[i] - m) - log(sum(exp(x[i] - m))).
+
+    Subtracting m first and log(sum) second (not x - (m + log(sum))) keeps
+    the result exact for entries far below the max: log_softmax([1000, 1, 0])
+    is exactly [0, -999, -1000] since the sum is 1 + tiny = 1.  ``out`` may be
+    ``x``.
+    """
+    for i in prange(x.shape[0]):
+        xr = x[i]
+        outr = out[i]
+        m = np.float64(_row_max(xr))
+        log_s = math.log(_row_expsum(xr, m, None))
+        for j in range(xr.shape[0]):
+            outr[j] = (np.float64(xr[j]) - m) - log_s
+
+
+def _softmax_backward(dy, y, out):
+    """out = y * (dy - sum(dy * y)) per row; out may alias dy or y."""
+    for i in prange(y.shape[0]):
+        dyr = dy[i]
+        yr = y[i]
+        outr = out[i]
+        dot = 0.0
+        for j in range(yr.shape[0]):
+            dot += np.float64(dyr[j]) * np.float64(yr[j])
+        for j in range(yr.shape[0]):
+            outr[j] = np.float64(yr[j]) * (np.float64(dyr[j]) - dot)
+
+
+def _log_softmax_backward(dy, y, out):
+    """out = dy - exp(y) * sum(dy) per row; out may alias dy or y."""
+    for i in prange(y.shape[0]):
+        dyr = dy[i]
+        yr = y[i]
+        outr = out[i]
+        sum_dy = 0.0
+        for j in range(yr.shape[0]):
+            sum_dy += dyr[j]
+        for j in range(yr.shape[0]):
+            outr[j] = (np.float64(dyr[j])
+                       - _exp_as(yr, np.float64(yr[j])) * sum_dy)
+
+
+def _cross_entropy_index(logits, target, weight, ignore_index,
+                         label_smoothing, scale, loss, grad):
+    """Loss (and scaled gradient) of each row for class-index targets.
+
+    With z a row, m its max, s = sum_c exp(z_c - m) and lse = m + log(s):
+    log p_c = (z_c - m) - log(s), so with eps = label_smoothing,
+    w_t the target's weight and W = sum_c w_c,
+
+        loss = -(1-eps) w_t log p_t - eps/C sum_c w_c log p_c
+             = -(1-eps) w_t ((z_t - m) - log s)
+               - eps/C (sum_c w_c (z_c - m) - W log s)
+
+    so one pass over the row gives s and the smoothing sum together.  The
+    smoothing term is not evaluated at all when eps == 0: with a -inf logit
+    it would be 0 * inf = NaN (PyTorch skips it too).  The gradient is
+    scale * ((1-eps) w_t + eps/C W) p_c - scale * eps/C w_c, minus
+    scale * (1-eps) w_t at c = t.  The exponentials of the exp-sum pass are
+    stored in ``grad`` (so ``grad`` may be ``logits``: z_t is read first and
+    every z_c is read before its slot is overwritten) and scaled in a last
+    pass.  The target entry is then rewritten from p_t computed in float64:
+    p_t - 1 cancels when the prediction is confident, and doing it on the
+    float32-rounded p_t would lose all its digits.
+    """
+    n, c = logits.shape
+    smoothing = label_smoothing > 0.0
+    eps_per_class = label_smoothing / c
+    if weight is None:
+        weight_sum = np.float64(c)
+    else:
+        weight_sum = 0.0
+        for j in range(c):
+            weight_sum += weight[j]
+    for i in prange(n):
+        t = target[i]
+        if t == ignore_index:
+            loss[i] = 0.0
+            if grad is not None:
+                gr = grad[i]
+                for j in range(c):
+                    gr[j] = 0.0
+        else:
+            zr = logits[i]
+            m = np.float64(_row_max(zr))
+            z_t = np.float64(zr[t])
+            if weight is None:
+                w_t = 1.0
+            else:
+                w_t = np.float64(weight[t])
+            smooth_sum = 0.0
+            if grad is None:
+                if smoothing:
+                    s, smooth_sum = _row_expsum_wdot(zr, m, weight, None)
+                else:
+                    s = _row_expsum(zr, m, None)
+            else:
+                if smoothing:
+                    s, smooth_sum = _row_expsum_wdot(zr, m, weight, grad[i])
+                else:
+                    s = _row_expsum(zr, m, grad[i])
+            log_s = math.log(s)
+            row_loss = -(1.0 - label_smoothing) * w_t * ((z_t - m) - log_s)
+            if smoothing:
+                row_loss -= eps_per_class * (smooth_sum - weight_sum * log_s)
+            loss[i] = row_loss
+            if grad is not None:
+                gr = grad[i]
+                sc = scale[i]
+                a = (1.0 - label_smoothing) * w_t + eps_per_class * weight_sum
+                coef = sc * a / s
+                if smoothing:
+                    if weight is None:
+                        offset = sc * eps_per_class
+                        for j in range(c):
+                            gr[j] = coef * gr[j] - offset
+                    else:
+                        sc_eps = sc * eps_per_class
+                        for j in range(c):
+                            gr[j] = coef * gr[j] - sc_eps * weight[j]
+                else:
+                    for j in range(c):
+                        gr[j] = coef * gr[j]
+                p_t = math.exp(z_t - m) / s
+                gr[t] = sc * (a * p_t - eps_per_class * w_t
+                              - (1.0 - label_smoothing) * w_t)
+
+
+def _cross_entropy_prob(logits, target, weight, label_smoothing, scale, loss,
+                        grad):
+    """Loss (and scaled gradient) of each row for probability targets.
+
+    With q_c = (1-eps) target_c + eps/C (exactly target_c when eps == 0),
+    v_c = w_c q_c, V = sum_c v_c and d_c = z_c - m:
+
+        loss = -sum_c v_c ((z_c - m) - log s) = V log s - sum_c v_c d_c
+
+    (both terms >= 0 for non-negative targets: no cancellation), and
+    grad_c = scale * (V p_c - v_c).  One pass gives s, V and sum v_c d_c and
+    stores exp(d_c) in ``grad`` (which may be ``logits``).  In float32 the
+    gradient's absolute error is a few float32 ulps of V p_c, as for any
+    float32 computation of it.
+    """
+    n, c = logits.shape
+    one_minus_eps = 1.0 - label_smoothing
+    eps_per_class = label_smoothing / c
+    for i in prange(n):
+        zr = logits[i]
+        tr = target[i]
+        m = np.float64(_row_max(zr))
+        s = 0.0
+        v_sum = 0.0
+        vd_sum = 0.0
+        for j in range(c):
+            d = np.float64(zr[j]) - m
+            e = _exp_as(zr, d)
+            if grad is not None:
+                grad[i, j] = e
+            s += e
+            v = one_minus_eps * np.float64(tr[j]) + eps_per_class
+            if weight is not None:
+                v *= weight[j]
+            v_sum += v
+            vd_sum += v * d
+        loss[i] = v_sum * math.log(s) - vd_sum
+        if grad is not None:
+            gr = grad[i]
+            sc = scale[i]
+            coef = sc * v_sum / s
+            for j in range(c):
+                v = one_minus_eps * np.float64(tr[j]) + eps_per_class
+                if weight is not None:
+                    v *= weight[j]
+                gr[j] = coef * gr[j] - sc * v
+
+
+bias_add = _serial_and_parallel(_bias_add)
+column_sums = _serial_and_parallel(_column_sums)
+logsumexp = _serial_and_parallel(_logsumexp)
+softmax = _serial_and_parallel(_softmax)
+log_softmax = _serial_and_parallel(_log_softmax)
+softmax_backward = _serial_and_parallel(_softmax_backward)
+log_softmax_backward = _serial_and_parallel(_log_softmax_backward)
+cross_entropy_index = _serial_and_parallel(_cross_entropy_index)
+cross_entropy_prob = _serial_and_parallel(_cross_entropy_prob)
