@@ -1,0 +1,133 @@
+"""The Cython backend: compiled OpenMP kernels built from ``kernels/*.pyx``.
+
+A thin layer over the compiled modules ``_cy_softmax``, ``_cy_cross_entropy``
+and ``_cy_affine``: it picks the thread count for each call from
+:func:`fastdl._config.threads_for`, turns ``None`` options into the flags the
+kernels take, and handles empty arrays (which the compiled kernels do not
+accept) here.  The affine GEMMs go through ``np.matmul`` (BLAS); only the
+bias add and the bias gradient are Cython kernels.
+
+Importing this module raises ImportError when the extensions are not built;
+the backend registry reports that as "backend unavailable".
+
+See :mod:`fastdl.backends` for the kernel contract.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fastdl import _config
+from fastdl.backends import _cy_affine, _cy_cross_entropy, _cy_softmax
+
+NAME = "cython"
+
+#: Whether the extensions were compiled with OpenMP (else they run serially).
+HAVE_OPENMP = bool(_cy_softmax.HAVE_OPENMP)
+
+# Stand-ins for the optional arrays (weight=None; grad=None, when scale may
+# be None too): the kernels take a typed buffer plus a flag and never touch
+# the stand-in.  The input stand-ins are read-only; the grad stand-in must be
+# writable only because the kernel's grad buffer type is.
+_DUMMY_WEIGHT = {}
+_DUMMY_GRAD = {}
+for _dt in (np.float32, np.float64):
+    _DUMMY_WEIGHT[np.dtype(_dt)] = np.zeros(1, _dt)
+    _DUMMY_WEIGHT[np.dtype(_dt)].flags.writeable = False
+    _DUMMY_GRAD[np.dtype(_dt)] = np.zeros((1, 1), _dt)
+del _dt
+_DUMMY_SCALE = np.zeros(1, np.float64)
+_DUMMY_SCALE.flags.writeable = False
+
+
+def _threads(n_elements):
+    return _config.threads_for(int(n_elements))
+
+
+def affine_forward(x, W, b, out):
+    np.matmul(x, W.T, out=out)
+    if b is not None and out.size:
+        _cy_affine.bias_add(out, b, _threads(out.size))
+
+
+def affine_backward(dy, x, W, dx, dW, db):
+    np.matmul(dy, W, out=dx)
+    np.matmul(dy.T, x, out=dW)
+    if db is None or db.size == 0:
+        return
+    if dy.shape[0] == 0:
+        db[...] = 0
+        return
+    _cy_affine.bias_grad(dy, db, _threads(dy.size))
+
+
+def logsumexp(x, out):
+    if x.shape[0] == 0:
+        return
+    if x.shape[1] == 0:
+        out[...] = -np.inf  # log(sum of nothing) = log(0)
+        return
+    _cy_softmax.logsumexp(x, out, _threads(x.size))
+
+
+def softmax(x, out):
+    if x.size:
+        _cy_softmax.softmax(x, out, _threads(x.size))
+
+
+def log_softmax(x, out):
+    if x.size:
+        _cy_softmax.log_softmax(x, out, _threads(x.size))
+
+
+def softmax_backward(dy, y, out):
+    if y.size:
+        _cy_softmax.softmax_backward(dy, y, out, _threads(y.size))
+
+
+def log_softmax_backward(dy, y, out):
+    if y.size:
+        _cy_softmax.log_softmax_backward(dy, y, out, _threads(y.size))
+
+
+def _weight_arg(weight, dtype):
+    if weight is None:
+        return _DUMMY_WEIGHT[dtype], False
+    return weight, True
+
+
+def _grad_args(grad, scale, dtype):
+    """(grad, scale, has_grad); scale is only read when there is a grad."""
+    if grad is None:
+        return _DUMMY_GRAD[dtype], _DUMMY_SCALE, False
+    return grad, scale, True
+
+
+def cross_entropy_index(logits, target, weight, ignore_index, label_smoothing,
+                        scale, loss, grad):
+    n, n_classes = logits.shape
+    if n == 0:
+        return
+    if n_classes == 0:  # then every row is ignored (validated by the caller)
+        loss[...] = 0.0
+        return
+    w, has_w = _weight_arg(weight, logits.dtype)
+    g, sc, has_g = _grad_args(grad, scale, logits.dtype)
+    _cy_cross_entropy.cross_entropy_index(
+        logits, target, w, has_w, int(ignore_index), float(label_smoothing),
+        sc, loss, g, has_g, _threads(logits.size))
+
+
+def cross_entropy_prob(logits, target, weight, label_smoothing, scale, loss,
+                       grad):
+    n, n_classes = logits.shape
+    if n == 0:
+        return
+    if n_classes == 0:  # sum over no classes
+        loss[...] = 0.0
+        return
+    w, has_w = _weight_arg(weight, logits.dtype)
+    g, sc, has_g = _grad_args(grad, scale, logits.dtype)
+    _cy_cross_entropy.cross_entropy_prob(
+        logits, target, w, has_w, float(label_smoothing), sc, loss, g,
+        has_g, _threads(logits.size))

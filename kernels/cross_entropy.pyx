@@ -1,0 +1,246 @@
+# Fused cross-entropy forward + backward, one row at a time.
+#
+# Built as fastdl.backends._cy_cross_entropy.  Per row: pass 1 the max,
+# pass 2 exp(z - max) summed together with every other sum the loss needs
+# (the exps are stored into the gradient row when a gradient is wanted),
+# then the loss, then pass 3 rescales the stored exps into the gradient.
+# No [N, C] temporary; the gradient row may be the logits row itself.
+#
+# Notation: z = logits row, m = max(z), s = sum_c exp(z_c - m), so
+# log p_c = (z_c - m) - log(s) and lse = m + log(s).  Sums are in double.
+
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport log
+from libc.stdint cimport int64_t
+from libc.string cimport memset
+
+from _common cimport (FASTDL_HAVE_OPENMP, LANES, fexp, row_max, exp_sum,
+                      exp_sum_store, lane_total)
+
+HAVE_OPENMP = bool(FASTDL_HAVE_OPENMP)
+
+
+# ------------------------------------------------------- class-index targets
+
+cdef inline void _smooth_step(const floating* z, floating m, const floating* w,
+                              floating* g, Py_ssize_t j, double* acc_s,
+                              double* acc_wd) noexcept nogil:
+    """One element of pass 2 with label smoothing: acc_s += exp(z_j - m),
+    acc_wd += w_j * (z_j - m), and the exp stored into g_j when g is set."""
+    cdef floating e = fexp(z[j] - m)
+    # z_j - m again in double: exact for float32 inputs, and the loss gets
+    # no float32 rounding of the shifted logits.
+    cdef double d = <double>z[j] - <double>m
+    if g != NULL:
+        g[j] = e
+    acc_s[0] += e
+    if w != NULL:
+        acc_wd[0] += <double>w[j] * d
+    else:
+        acc_wd[0] += d
+
+
+cdef inline double _exp_sum_smooth(const floating* z, floating m,
+                                   const floating* w, floating* g,
+                                   Py_ssize_t n, double* sum_wd) noexcept nogil:
+    """Pass 2 with label smoothing: return sum_c exp(z_c - m) and set
+    sum_wd = sum_c w_c (z_c - m) (w_c = 1 when w is NULL), both with LANES
+    partial sums (see _common.pxd)."""
+    cdef double acc_s[LANES]
+    cdef double acc_wd[LANES]
+    cdef Py_ssize_t j, jb, k, nb = n - n % LANES
+    for k in range(LANES):
+        acc_s[k] = 0.0
+        acc_wd[k] = 0.0
+    for jb in range(nb // LANES):
+        j = jb * LANES
+        for k in range(LANES):
+            _smooth_step(z, m, w, g, j + k, &acc_s[k], &acc_wd[k])
+    for j in range(nb, n):
+        _smooth_step(z, m, w, g, j, &acc_s[j - nb], &acc_wd[j - nb])
+    sum_wd[0] = lane_total(acc_wd)
+    return lane_total(acc_s)
+
+
+cdef inline double _ce_index_row(const floating* z, Py_ssize_t n,
+                                 Py_ssize_t t, const floating* w,
+                                 double sum_w, double eps, double scale,
+                                 floating* g) noexcept nogil:
+    """Loss of one non-ignored row with target class t; when g is not NULL
+    also g = scale * d loss / d z.  w is NULL for unit weights (then sum_w is
+    n).  g may be z: z[t] is read first and every z_c before g_c is written."""
+    cdef floating m = row_max(z, n)
+    cdef double zt = z[t]
+    cdef double wt = w[t] if w != NULL else 1.0
+    cdef double s, log_s, loss, sum_wd = 0.0, a, c_w, coef, et
+    cdef Py_ssize_t j
+
+    # Pass 2.  Max shift: every exp(z_c - m) <= 1 cannot overflow and the
+    # max contributes 1, so s >= 1 (when m is finite) and log(s) is safe.
+    if eps == 0.0:
+        # No smoothing: the sum_c w_c log p_c term is not even formed, since
+        # 0 * (-inf) would turn a -inf logit into a NaN loss.
+        s = exp_sum_store(z, m, g, n) if g != NULL else exp_sum(z, m, n)
+    else:
+        s = _exp_sum_smooth(z, m, w, g, n, &sum_wd)
+    log_s = log(s)
+
+    # -w_t log p_t, with log p_t = (z_t - m) - log(s) (the exact-offset form,
+    # see _log_softmax_row in softmax.pyx).  An all -inf row has m = -inf and
+    # z - m = NaN, so its loss is NaN, as in the reference.
+    loss = wt * (log_s - (zt - m))
+    if eps != 0.0:
+        # (1-eps) * nll + eps/C * sum_c w_c (log(s) - (z_c - m))
+        loss = (1.0 - eps) * loss + eps / n * (log_s * sum_w - sum_wd)
+    if g == NULL:
+        return loss
+
+    # Pass 3.  d loss / d z_c = a * p_c - (eps/C) w_c - (1-eps) w_t [c == t]
+    # with a = (1-eps) w_t + (eps/C) sum_w and p_c = exp(z_c - m) / s, the
+    # exps being already in g.
+    et = g[t]
+    a = (1.0 - eps) * wt + eps / n * sum_w
+    coef = scale * a / s
+    c_w = scale * eps / n
+    if eps == 0.0:
+        for j in range(n):
+            g[j] = <floating>(g[j] * coef)
+    elif w == NULL:
+        for j in range(n):
+            g[j] = <floating>(g[j] * coef - c_w)
+    else:
+        for j in range(n):
+            g[j] = <floating>(g[j] * coef - c_w * w[j])
+    # The target entry is redone from its exp in double rather than by
+    # subtracting from the rounded g[t]: when p_t is close to 1 the result is
+    # a small difference that a float32 intermediate would wreck.
+    g[t] = <floating>(scale * ((a * (et / s) - eps / n * wt)
+                               - (1.0 - eps) * wt))
+    return loss
+
+
+def cross_entropy_index(const floating[:, ::1] logits,
+                        const int64_t[::1] target,
+                        const floating[::1] weight, bint has_weight,
+                        int64_t ignore_index, double label_smoothing,
+                        const double[::1] scale, double[::1] loss,
+                        floating[:, ::1] grad, bint has_grad,
+                        int num_threads):
+    """Per-row loss (and scaled gradient) for class-index targets.
+
+    weight is a dummy when has_weight is false; grad and scale are dummies
+    (never read) when has_grad is false.  Needs N >= 1 and C >= 1
+    (cython_backend.py handles empty inputs).
+    """
+    cdef Py_ssize_t i, t, rows = logits.shape[0], n = logits.shape[1]
+    cdef const floating* w = &weight[0] if has_weight else NULL
+    cdef double sum_w = 0.0
+    cdef double eps = label_smoothing
+    cdef floating* g
+    if has_weight:
+        for i in range(n):
+            sum_w += weight[i]
+    else:
+        sum_w = <double>n
+    with nogil:
+        for i in prange(rows, schedule='static', num_threads=num_threads):
+            g = &grad[i, 0] if has_grad else NULL
+            t = target[i]
+            if t == ignore_index:
+                loss[i] = 0.0
+                if g != NULL:
+                    memset(g, 0, n * sizeof(floating))
+            else:
+                loss[i] = _ce_index_row(&logits[i, 0], n, t, w, sum_w, eps,
+                                        scale[i] if has_grad else 0.0, g)
+
+
+# ------------------------------------------------------ probability targets
+
+cdef inline double _q(const floating* q, Py_ssize_t j, double eps,
+                      double eps_c) noexcept nogil:
+    """Smoothed target (1-eps) q_j + eps/C; q_j itself when eps == 0, as in
+    the reference (no rounding when smoothing is off)."""
+    if eps == 0.0:
+        return q[j]
+    return (1.0 - eps) * q[j] + eps_c
+
+
+cdef inline void _prob_step(const floating* z, floating m, const floating* q,
+                            const floating* w, floating* g, Py_ssize_t j,
+                            double eps, double eps_c, double* acc_s,
+                            double* acc_wq, double* acc_wqd) noexcept nogil:
+    """One element of pass 2: exp sum, sum of w q and sum of w q (z - m)."""
+    cdef floating e = fexp(z[j] - m)
+    # z_j - m in double (exact for float32), read before g_j (maybe z_j) is set.
+    cdef double d = <double>z[j] - <double>m
+    cdef double wq = _q(q, j, eps, eps_c)
+    if w != NULL:
+        wq = wq * w[j]
+    if g != NULL:
+        g[j] = e
+    acc_s[0] += e
+    acc_wq[0] += wq
+    acc_wqd[0] += wq * d
+
+
+cdef inline double _ce_prob_row(const floating* z, const floating* q,
+                                Py_ssize_t n, const floating* w, double eps,
+                                double scale, floating* g) noexcept nogil:
+    """loss = -sum_c w_c q_c log p_c = log(s) sum(w q) - sum(w q (z - m));
+    when g is not NULL, g = scale * (p * sum(w q) - w q).  g may be z."""
+    cdef floating m = row_max(z, n)
+    cdef double acc_s[LANES]
+    cdef double acc_wq[LANES]
+    cdef double acc_wqd[LANES]
+    cdef double s, sum_wq, sum_wqd, coef, c_q, wq, eps_c = eps / n
+    cdef Py_ssize_t j, jb, k, nb = n - n % LANES
+    for k in range(LANES):
+        acc_s[k] = 0.0
+        acc_wq[k] = 0.0
+        acc_wqd[k] = 0.0
+    # Pass 2 (max shift as in the index case; LANES partial sums).
+    for jb in range(nb // LANES):
+        j = jb * LANES
+        for k in range(LANES):
+            _prob_step(z, m, q, w, g, j + k, eps, eps_c,
+                       &acc_s[k], &acc_wq[k], &acc_wqd[k])
+    for j in range(nb, n):
+        _prob_step(z, m, q, w, g, j, eps, eps_c,
+                   &acc_s[j - nb], &acc_wq[j - nb], &acc_wqd[j - nb])
+    s = lane_total(acc_s)
+    sum_wq = lane_total(acc_wq)
+    sum_wqd = lane_total(acc_wqd)
+    if g == NULL:
+        return log(s) * sum_wq - sum_wqd
+    # Pass 3: the exps are in g.
+    coef = scale * sum_wq / s
+    for j in range(n):
+        wq = _q(q, j, eps, eps_c)
+        if w != NULL:
+            wq = wq * w[j]
+        g[j] = <floating>(g[j] * coef - scale * wq)
+    return log(s) * sum_wq - sum_wqd
+
+
+def cross_entropy_prob(const floating[:, ::1] logits,
+                       const floating[:, ::1] target,
+                       const floating[::1] weight, bint has_weight,
+                       double label_smoothing, const double[::1] scale,
+                       double[::1] loss, floating[:, ::1] grad, bint has_grad,
+                       int num_threads):
+    """Per-row loss (and scaled gradient) for probability targets.
+
+    weight is a dummy when has_weight is false; grad and scale are dummies
+    (never read) when has_grad is false.  Needs N >= 1 and C >= 1.
+    """
+    cdef Py_ssize_t i, rows = logits.shape[0], n = logits.shape[1]
+    cdef const floating* w = &weight[0] if has_weight else NULL
+    cdef double eps = label_smoothing
+    cdef floating* g
+    with nogil:
+        for i in prange(rows, schedule='static', num_threads=num_threads):
+            g = &grad[i, 0] if has_grad else NULL
+            loss[i] = _ce_prob_row(&logits[i, 0], &target[i, 0], n, w, eps,
+                                   scale[i] if has_grad else 0.0, g)

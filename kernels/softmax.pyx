@@ -1,0 +1,126 @@
+# Row-wise logsumexp, softmax, log_softmax and their backward passes.
+#
+# Built as fastdl.backends._cy_softmax.  These kernels trust their arguments
+# (see the contract in fastdl/backends/__init__.py): C-contiguous 2-D rows,
+# one float dtype, shapes checked and outputs allocated by the caller, no
+# empty arrays (cython_backend.py returns early for those).  Each kernel is a
+# prange over rows calling one fused-type row body; all row sums are in double.
+
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport log, isfinite
+
+from _common cimport (FASTDL_HAVE_OPENMP, fexp, row_max, exp_sum,
+                      exp_sum_store, row_sum, row_dot)
+
+HAVE_OPENMP = bool(FASTDL_HAVE_OPENMP)
+
+
+# ---------------------------------------------------------------- row bodies
+
+cdef inline floating _logsumexp_row(const floating* x,
+                                    Py_ssize_t n) noexcept nogil:
+    cdef floating m = row_max(x, n)
+    # Max shift: exp(x - m) <= 1 cannot overflow and the largest term is 1,
+    # so the sum cannot underflow to 0.  When the max is not finite the shift
+    # is 0 instead (scipy.special.logsumexp's rule): an all -inf row then sums
+    # exp(-inf) = 0 and gives log(0) = -inf, a +inf gives exp(inf) = inf and
+    # log(inf) = inf, where shifting by m would give inf - inf = NaN.  NaN
+    # (skipped by row_max) reaches the sum through exp(NaN) = NaN.
+    if not isfinite(m):
+        m = 0
+    return <floating>(log(exp_sum(x, m, n)) + m)
+
+
+cdef inline void _softmax_row(const floating* x, floating* out,
+                              Py_ssize_t n) noexcept nogil:
+    cdef floating m = row_max(x, n)
+    cdef Py_ssize_t j
+    # Max shift (see _logsumexp_row).  No finite-max exception here: an all
+    # -inf row gives -inf - (-inf) = NaN everywhere, as the contract wants,
+    # and a +inf gives NaN through inf - inf.  The exps go straight into out
+    # (pass 2) so pass 3 only rescales them: no second exp.
+    cdef double s = exp_sum_store(x, m, out, n)
+    # s >= 1 when m is finite (the max contributes exp(0) = 1), so 1/s is
+    # finite; a single rounding per element as out[j] * r is formed in double.
+    cdef double r = 1.0 / s
+    for j in range(n):
+        out[j] = <floating>(out[j] * r)
+
+
+cdef inline void _log_softmax_row(const floating* x, floating* out,
+                                  Py_ssize_t n) noexcept nogil:
+    cdef floating m = row_max(x, n)
+    cdef double log_s = log(exp_sum(x, m, n))
+    cdef Py_ssize_t j
+    # (x - m) - log(s), not x - (m + log(s)): when m dominates, log(s) is
+    # tiny and m + log(s) would round it away, while x - m is exact for the
+    # large entries.  This is what makes log_softmax([1000, 1, 0]) exactly
+    # [0, -999, -1000].  Formed in double so float32 rounds only once.
+    for j in range(n):
+        out[j] = <floating>((<double>x[j] - m) - log_s)
+
+
+cdef inline void _softmax_backward_row(const floating* dy, const floating* y,
+                                       floating* out,
+                                       Py_ssize_t n) noexcept nogil:
+    cdef double dot = row_dot(dy, y, n)
+    cdef Py_ssize_t j
+    # out may alias dy or y: element j of both is read before out[j] is set.
+    for j in range(n):
+        out[j] = <floating>(<double>y[j] * (<double>dy[j] - dot))
+
+
+cdef inline void _log_softmax_backward_row(const floating* dy,
+                                           const floating* y, floating* out,
+                                           Py_ssize_t n) noexcept nogil:
+    cdef double total = row_sum(dy, n)
+    cdef Py_ssize_t j
+    # out may alias dy or y: element j of both is read before out[j] is set.
+    for j in range(n):
+        out[j] = <floating>(<double>dy[j] - <double>fexp(y[j]) * total)
+
+
+# ------------------------------------------------------------------ kernels
+
+def logsumexp(const floating[:, ::1] x, floating[::1] out, int num_threads):
+    """out[i] = log(sum(exp(x[i]))) for every row i (stable)."""
+    cdef Py_ssize_t i, rows = x.shape[0], n = x.shape[1]
+    with nogil:
+        for i in prange(rows, schedule='static', num_threads=num_threads):
+            out[i] = _logsumexp_row(&x[i, 0], n)
+
+
+def softmax(const floating[:, ::1] x, floating[:, ::1] out, int num_threads):
+    """out[i] = softmax(x[i]); out may be x."""
+    cdef Py_ssize_t i, rows = x.shape[0], n = x.shape[1]
+    with nogil:
+        for i in prange(rows, schedule='static', num_threads=num_threads):
+            _softmax_row(&x[i, 0], &out[i, 0], n)
+
+
+def log_softmax(const floating[:, ::1] x, floating[:, ::1] out,
+                int num_threads):
+    """out[i] = log_softmax(x[i]); out may be x."""
+    cdef Py_ssize_t i, rows = x.shape[0], n = x.shape[1]
+    with nogil:
+        for i in prange(rows, schedule='static', num_threads=num_threads):
+            _log_softmax_row(&x[i, 0], &out[i, 0], n)
+
+
+def softmax_backward(const floating[:, ::1] dy, const floating[:, ::1] y,
+                     floating[:, ::1] out, int num_threads):
+    """out = y * (dy - sum(dy * y, axis=1, keepdims=True))."""
+    cdef Py_ssize_t i, rows = y.shape[0], n = y.shape[1]
+    with nogil:
+        for i in prange(rows, schedule='static', num_threads=num_threads):
+            _softmax_backward_row(&dy[i, 0], &y[i, 0], &out[i, 0], n)
+
+
+def log_softmax_backward(const floating[:, ::1] dy, const floating[:, ::1] y,
+                         floating[:, ::1] out, int num_threads):
+    """out = dy - exp(y) * sum(dy, axis=1, keepdims=True)."""
+    cdef Py_ssize_t i, rows = y.shape[0], n = y.shape[1]
+    with nogil:
+        for i in prange(rows, schedule='static', num_threads=num_threads):
+            _log_softmax_backward_row(&dy[i, 0], &y[i, 0], &out[i, 0], n)
