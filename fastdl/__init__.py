@@ -28,6 +28,52 @@ from ._core import (
     softmax_backward,
 )
 from ._info import show_config
+from . import _activations, _losses
+from ._activations import (
+    elu,
+    elu_backward,
+    leaky_relu,
+    leaky_relu_backward,
+    log_sigmoid,
+    log_sigmoid_backward,
+    relu,
+    relu_backward,
+    sigmoid,
+    sigmoid_backward,
+    silu,
+    silu_backward,
+    softplus,
+    softplus_backward,
+    swish,
+    swish_backward,
+    tanh,
+    tanh_backward,
+)
+from ._losses import (
+    binary_cross_entropy_with_logits,
+    binary_cross_entropy_with_logits_backward,
+    binary_cross_entropy_with_logits_with_grad,
+    entropy,
+    huber_loss,
+    huber_loss_backward,
+    huber_loss_with_grad,
+    kl_div,
+    kl_div_backward,
+    kl_div_with_grad,
+    l1_loss,
+    l1_loss_backward,
+    l1_loss_with_grad,
+    log_cosh_loss,
+    log_cosh_loss_backward,
+    log_cosh_loss_with_grad,
+    mse_loss,
+    mse_loss_backward,
+    mse_loss_with_grad,
+)
+from ._gradcheck import GradcheckError, gradcheck
+
+# The layer API sits on top of the functional API above.
+from . import data, layers, losses, optim  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -49,4 +95,10 @@ __all__ = [
     "cross_entropy",
     "cross_entropy_backward",
     "cross_entropy_with_grad",
-]
+    "gradcheck",
+    "GradcheckError",
+    "layers",
+    "losses",
+    "optim",
+    "data",
+] + _activations.__all__ + _losses.__all__

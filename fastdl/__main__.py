@@ -1,29 +1,46 @@
-"""Command line: ``python -m fastdl {demo,info}`` (also the ``fastdl`` script)."""
+"""Command line: ``python -m fastdl {demo,bench,info}`` (also the ``fastdl`` script).
+
+- ``demo``: train the digits MLP with fastdl and time a training step against
+  the NumPy backend, plain NumPy and PyTorch (the README's main job).
+- ``bench``: time the core kernels against plain NumPy, side by side.
+- ``info``: versions, backends, build and threading settings.
+"""
 
 from __future__ import annotations
 
-import argparse
 import sys
+
+USAGE = """usage: python -m fastdl {demo,bench,info} [options]
+
+  demo   train the digits MLP and time one step against NumPy and PyTorch
+         (options: python -m fastdl demo --help)
+  bench  time the core kernels against plain NumPy, side by side
+         (options: python -m fastdl bench --help)
+  info   print versions, backends, build flags, threads and caches
+"""
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="fastdl", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="time fastdl against plain NumPy on a realistic batch")
-    demo.add_argument("--batch", type=int, default=4096, help="rows N (default 4096)")
-    demo.add_argument("--classes", type=int, default=1000, help="classes C (default 1000)")
-    demo.add_argument("--repeat", type=int, default=15, help="timed repeats (default 15)")
-    sub.add_parser("info", help="print versions, backends, build and threading settings")
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE, end="")
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "demo":
+        from ._train_demo import run_train_demo
 
-    if args.command == "info":
+        return run_train_demo(rest)
+    if command == "bench":
+        from ._demo import run_kernel_demo
+
+        return run_kernel_demo(rest)
+    if command == "info":
         from ._info import show_config
 
         show_config()
         return 0
-    from ._demo import run_demo
-
-    return run_demo(args.batch, args.classes, args.repeat)
+    print(f"fastdl: unknown command {command!r}\n\n{USAGE}", end="", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""``python -m fastdl demo``: fastdl against plain NumPy, side by side, one run.
+"""``python -m fastdl bench``: fastdl against plain NumPy, side by side, one run.
 
 Each row times the NumPy code a user would write and the same computation in
 fastdl (the "auto" backend and each compiled backend), float32, on the same
@@ -8,6 +8,7 @@ arrays, with matched thread counts, and prints median times and the ratio
 
 from __future__ import annotations
 
+import argparse
 import math
 import statistics
 import time
@@ -53,6 +54,16 @@ def _limit_blas_threads(n):
     except ImportError:
         return None
     return threadpool_limits(limits=n, user_api="blas")
+
+
+def run_kernel_demo(argv=None):
+    """Command-line entry point of ``python -m fastdl bench``."""
+    parser = argparse.ArgumentParser(prog="fastdl bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=4096, help="rows N (default 4096)")
+    parser.add_argument("--classes", type=int, default=1000, help="classes C (default 1000)")
+    parser.add_argument("--repeat", type=int, default=15, help="timed repeats (default 15)")
+    args = parser.parse_args(argv)
+    return run_demo(args.batch, args.classes, args.repeat)
 
 
 def run_demo(batch=4096, classes=1000, repeat=15):

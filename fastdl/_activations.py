@@ -1,0 +1,410 @@
+"""Elementwise activations and their backward passes (the public wrappers).
+
+Each function validates and converts its inputs, flattens them to
+C-contiguous 1-D arrays and calls the "elementwise" kernel family of the
+backend in force (the contract is in :mod:`fastdl.backends.numpy_elementwise`).
+The family is registered here, once, when this module is imported.
+
+Shapes: any shape (0-d included) is accepted; the result has the input's
+shape and dtype.  A 0-d input without ``out`` gives a NumPy scalar, as a
+NumPy ufunc does.  ``dy`` and ``x`` of a backward call must have the same
+shape (no broadcasting).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._backend import register_family, resolve
+from ._validate import c_contiguous, check_out, float_array, kernel_buffer, same_dtype
+
+__all__ = [
+    "sigmoid", "sigmoid_backward",
+    "log_sigmoid", "log_sigmoid_backward",
+    "softplus", "softplus_backward",
+    "tanh", "tanh_backward",
+    "relu", "relu_backward",
+    "leaky_relu", "leaky_relu_backward",
+    "elu", "elu_backward",
+    "silu", "silu_backward",
+    "swish", "swish_backward",
+]
+
+_ACTIVATIONS = ("sigmoid", "log_sigmoid", "softplus", "tanh", "relu",
+                "leaky_relu", "elu", "silu")
+_LOSSES = ("mse_loss", "l1_loss", "huber_loss", "log_cosh_loss", "kl_div",
+           "binary_cross_entropy_with_logits")
+
+#: Kernels every backend's ``<backend>_elementwise`` module defines.
+KERNELS = (
+    tuple(_ACTIVATIONS)
+    + tuple(f"{a}_backward" for a in _ACTIVATIONS)
+    + tuple(_LOSSES)
+    + tuple(f"{l}_backward" for l in _LOSSES)
+    + ("entropy",)
+)
+
+FAMILY = "elementwise"
+register_family(FAMILY, "elementwise", KERNELS)
+
+
+def kernels(op, backend):
+    """The elementwise-family module that runs ``op`` for ``backend``."""
+    return resolve(op, backend, family=FAMILY)
+
+
+def _finite_float(value, name, *, positive=False, nonzero=False):
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if positive and not v > 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    if nonzero and v == 0:
+        raise ValueError(f"{name} must be nonzero, got {value!r}")
+    return v
+
+
+def _flat(a):
+    """``a`` as a C-contiguous 1-D array (a view when it already is contiguous)."""
+    return c_contiguous(a).reshape(-1)
+
+
+def _apply(op, named, options, out, backend):
+    """Validate ``named`` (name, array) pairs, run kernel ``op`` and shape the result.
+
+    The kernel is called as ``op(*flat_inputs, *options, out_flat)``; the
+    output may alias any input exactly (elementwise kernels read element i
+    before writing it).
+    """
+    named = [(name, float_array(a, name)) for name, a in named]
+    dtype = same_dtype(*named)
+    shape = named[0][1].shape
+    for name, a in named[1:]:
+        if a.shape != shape:
+            raise ValueError(
+                f"{named[0][0]} has shape {shape} but {name} has shape {a.shape}; "
+                "they must match"
+            )
+    flats = [_flat(a) for _, a in named]
+    target = None
+    if out is not None:
+        check_out(out, shape, dtype)
+        if out.flags.c_contiguous:
+            target = out.reshape(-1)
+    buf = kernel_buffer(target, flats[0].shape, dtype, may_alias=flats)
+    getattr(kernels(op, backend), op)(*flats, *options, buf)
+    if out is None:
+        result = buf.reshape(shape)
+        return result[()] if result.ndim == 0 else result
+    if buf is not target:
+        out[...] = buf.reshape(shape)
+    return out
+
+
+_FORWARD_DOC = """{summary}
+
+    Parameters
+    ----------
+    x : ndarray
+        Any shape, float32 or float64.{options}
+    out : ndarray, optional
+        Buffer of x's shape and dtype; ``out=x`` computes in place.
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    y : ndarray, shape of x
+        {formula}
+
+    Raises
+    ------
+    TypeError
+        Unsupported dtype, or a wrong ``out`` dtype.
+    ValueError
+        A wrong ``out`` shape{option_errors}.
+
+    Notes
+    -----
+    {notes}
+
+    Examples
+    --------
+    >>> import numpy as np, fastdl
+{examples}
+"""
+
+_BACKWARD_DOC = """Gradient of :func:`{name}` with respect to its input.
+
+    Parameters
+    ----------
+    dy : ndarray
+        Gradient of the loss with respect to ``{name}(x)``.
+    x : ndarray, shape of dy
+        The forward input (not the output).{options}
+    out : ndarray, optional
+        Buffer of dy's shape and dtype; may be ``dy`` or ``x``.
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    dx : ndarray, shape of x
+        {formula}
+
+    Raises
+    ------
+    TypeError
+        Unsupported or mixed dtypes, or a wrong ``out`` dtype.
+    ValueError
+        Shapes of ``dy`` and ``x`` differ, or a wrong ``out`` shape{option_errors}.
+
+    Examples
+    --------
+    >>> import numpy as np, fastdl
+{examples}
+"""
+
+
+def _doc(template, **fields):
+    fields.setdefault("options", "")
+    fields.setdefault("option_errors", "")
+    return template.format(**fields)
+
+
+# ---------------------------------------------------------------------------
+# sigmoid family
+# ---------------------------------------------------------------------------
+
+def sigmoid(x, *, out=None, backend=None):
+    return _apply("sigmoid", [("x", x)], (), out, backend)
+
+
+def sigmoid_backward(dy, x, *, out=None, backend=None):
+    return _apply("sigmoid_backward", [("dy", dy), ("x", x)], (), out, backend)
+
+
+sigmoid.__doc__ = _doc(
+    _FORWARD_DOC,
+    summary="Logistic sigmoid ``1 / (1 + exp(-x))``, overflow-free.",
+    formula="``sigma(x)``, in [0, 1].",
+    notes="For x >= 0 the kernel uses ``1 / (1 + exp(-x))``, for x < 0 the equal\n"
+          "    ``exp(x) / (1 + exp(x))``: exp's argument is never positive, so no finite\n"
+          "    input gives NaN (``sigmoid(-1000.) == 0``, ``sigmoid(1000.) == 1``).",
+    examples="    >>> fastdl.sigmoid(np.array([-1000., 0., 1000.]))\n    array([0. , 0.5, 1. ])",
+)
+sigmoid_backward.__doc__ = _doc(
+    _BACKWARD_DOC, name="sigmoid",
+    formula="``dy * sigma(x) * sigma(-x)`` (``1 - sigma(x)`` formed without cancellation).",
+    examples="    >>> fastdl.sigmoid_backward(np.array([1.]), np.array([0.]))\n    array([0.25])",
+)
+
+
+def log_sigmoid(x, *, out=None, backend=None):
+    return _apply("log_sigmoid", [("x", x)], (), out, backend)
+
+
+def log_sigmoid_backward(dy, x, *, out=None, backend=None):
+    return _apply("log_sigmoid_backward", [("dy", dy), ("x", x)], (), out, backend)
+
+
+log_sigmoid.__doc__ = _doc(
+    _FORWARD_DOC,
+    summary="``log(sigmoid(x))``, stable for every finite x.",
+    formula="``-softplus(-x) = min(x, 0) - log1p(exp(-|x|))``, in (-inf, 0].",
+    notes="The identity ``log sigma(x) = -softplus(-x)`` avoids ``log(0)`` for very\n"
+          "    negative x: ``log_sigmoid(-1000.) == -1000.``.",
+    examples="    >>> fastdl.log_sigmoid(np.array([-1000., 0.])).round(6).tolist()\n"
+             "    [-1000.0, -0.693147]",
+)
+log_sigmoid_backward.__doc__ = _doc(
+    _BACKWARD_DOC, name="log_sigmoid", formula="``dy * sigma(-x)``.",
+    examples="    >>> fastdl.log_sigmoid_backward(np.array([1.]), np.array([0.]))\n    array([0.5])",
+)
+
+
+def softplus(x, *, beta=1.0, threshold=20.0, out=None, backend=None):
+    beta = _finite_float(beta, "beta", nonzero=True)
+    threshold = _threshold(threshold)
+    return _apply("softplus", [("x", x)], (beta, threshold), out, backend)
+
+
+def softplus_backward(dy, x, *, beta=1.0, threshold=20.0, out=None, backend=None):
+    beta = _finite_float(beta, "beta", nonzero=True)
+    threshold = _threshold(threshold)
+    return _apply("softplus_backward", [("dy", dy), ("x", x)], (beta, threshold), out, backend)
+
+
+def _threshold(value):
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"threshold must be a real number, got {value!r}") from None
+    if math.isnan(v):
+        raise ValueError("threshold must not be NaN")
+    return v
+
+
+_SOFTPLUS_OPTIONS = """
+    beta : float, default 1.0
+        Sharpness; nonzero and finite.
+    threshold : float, default 20.0
+        Where ``beta * x > threshold`` the result is ``x`` (PyTorch's rule)."""
+
+softplus.__doc__ = _doc(
+    _FORWARD_DOC,
+    summary="Softplus ``log(1 + exp(beta * x)) / beta`` (PyTorch semantics).",
+    options=_SOFTPLUS_OPTIONS,
+    option_errors=", a zero or non-finite ``beta``, a NaN ``threshold``",
+    formula="``x`` where ``beta * x > threshold``, else ``softplus(beta * x) / beta``.",
+    notes="Below the threshold the kernel evaluates ``max(z, 0) + log1p(exp(-|z|))``\n"
+          "    (z = beta * x): exp's argument is never positive, so the result is finite\n"
+          "    whatever ``threshold`` is.  Above it ``log1p(exp(z)) / beta`` equals x to\n"
+          "    within ``exp(-threshold)``: ``softplus(1000.) == 1000.``.",
+    examples="    >>> fastdl.softplus(np.array([0., 1000.])).round(6).tolist()\n"
+             "    [0.693147, 1000.0]",
+)
+softplus_backward.__doc__ = _doc(
+    _BACKWARD_DOC, name="softplus", options=_SOFTPLUS_OPTIONS,
+    option_errors=", a zero or non-finite ``beta``, a NaN ``threshold``",
+    formula="``dy * sigma(beta * x)``; ``dy`` where ``beta * x > threshold``.",
+    examples="    >>> fastdl.softplus_backward(np.array([1.]), np.array([0.]))\n    array([0.5])",
+)
+
+
+def tanh(x, *, out=None, backend=None):
+    return _apply("tanh", [("x", x)], (), out, backend)
+
+
+def tanh_backward(dy, x, *, out=None, backend=None):
+    return _apply("tanh_backward", [("dy", dy), ("x", x)], (), out, backend)
+
+
+tanh.__doc__ = _doc(
+    _FORWARD_DOC, summary="Hyperbolic tangent.", formula="``tanh(x)``, in [-1, 1].",
+    notes="The C library's tanh saturates to ±1 without overflow.",
+    examples="    >>> fastdl.tanh(np.array([-1000., 0., 1000.]))\n    array([-1.,  0.,  1.])",
+)
+tanh_backward.__doc__ = _doc(
+    _BACKWARD_DOC, name="tanh", formula="``dy * (1 - tanh(x)**2)``.",
+    examples="    >>> fastdl.tanh_backward(np.array([2.]), np.array([0.]))\n    array([2.])",
+)
+
+
+# ---------------------------------------------------------------------------
+# rectifiers
+# ---------------------------------------------------------------------------
+
+def relu(x, *, out=None, backend=None):
+    return _apply("relu", [("x", x)], (), out, backend)
+
+
+def relu_backward(dy, x, *, out=None, backend=None):
+    return _apply("relu_backward", [("dy", dy), ("x", x)], (), out, backend)
+
+
+relu.__doc__ = _doc(
+    _FORWARD_DOC, summary="Rectified linear unit ``max(x, 0)``.",
+    formula="``0`` where ``x < 0``, else ``x``.",
+    notes="Written as a select on ``x < 0`` so that NaN propagates and -0.0 stays\n"
+          "    -0.0, as in PyTorch.",
+    examples="    >>> fastdl.relu(np.array([-2., 3.]))\n    array([0., 3.])",
+)
+relu_backward.__doc__ = _doc(
+    _BACKWARD_DOC, name="relu",
+    formula="``0`` where ``x <= 0`` (the derivative at 0 is taken as 0), else ``dy``.",
+    examples="    >>> fastdl.relu_backward(np.array([5., 5., 5.]), np.array([-1., 0., 1.]))\n"
+             "    array([0., 0., 5.])",
+)
+
+
+def leaky_relu(x, *, negative_slope=0.01, out=None, backend=None):
+    slope = _finite_float(negative_slope, "negative_slope")
+    return _apply("leaky_relu", [("x", x)], (slope,), out, backend)
+
+
+def leaky_relu_backward(dy, x, *, negative_slope=0.01, out=None, backend=None):
+    slope = _finite_float(negative_slope, "negative_slope")
+    return _apply("leaky_relu_backward", [("dy", dy), ("x", x)], (slope,), out, backend)
+
+
+_LEAKY_OPTIONS = """
+    negative_slope : float, default 0.01
+        Slope for x <= 0; finite."""
+
+leaky_relu.__doc__ = _doc(
+    _FORWARD_DOC, summary="Leaky ReLU.", options=_LEAKY_OPTIONS,
+    option_errors=", a non-finite ``negative_slope``",
+    formula="``x`` where ``x > 0``, else ``negative_slope * x``.",
+    notes="Exact: one multiply per negative element.",
+    examples="    >>> fastdl.leaky_relu(np.array([-100., 2.]))\n    array([-1.,  2.])",
+)
+leaky_relu_backward.__doc__ = _doc(
+    _BACKWARD_DOC, name="leaky_relu", options=_LEAKY_OPTIONS,
+    option_errors=", a non-finite ``negative_slope``",
+    formula="``dy`` where ``x > 0``, else ``negative_slope * dy``.",
+    examples="    >>> fastdl.leaky_relu_backward(np.array([1., 1.]), np.array([-1., 1.]))\n"
+             "    array([0.01, 1.  ])",
+)
+
+
+def elu(x, *, alpha=1.0, out=None, backend=None):
+    alpha = _finite_float(alpha, "alpha")
+    return _apply("elu", [("x", x)], (alpha,), out, backend)
+
+
+def elu_backward(dy, x, *, alpha=1.0, out=None, backend=None):
+    alpha = _finite_float(alpha, "alpha")
+    return _apply("elu_backward", [("dy", dy), ("x", x)], (alpha,), out, backend)
+
+
+_ELU_OPTIONS = """
+    alpha : float, default 1.0
+        Saturation value for x -> -inf; finite."""
+
+elu.__doc__ = _doc(
+    _FORWARD_DOC, summary="Exponential linear unit.", options=_ELU_OPTIONS,
+    option_errors=", a non-finite ``alpha``",
+    formula="``x`` where ``x > 0``, else ``alpha * (exp(x) - 1)``.",
+    notes="``expm1`` keeps ``exp(x) - 1`` accurate for small negative x; exp's\n"
+          "    argument is never positive, so nothing overflows.",
+    examples="    >>> fastdl.elu(np.array([-1000., 2.]))\n    array([-1.,  2.])",
+)
+elu_backward.__doc__ = _doc(
+    _BACKWARD_DOC, name="elu", options=_ELU_OPTIONS,
+    option_errors=", a non-finite ``alpha``",
+    formula="``dy * alpha * exp(x)`` where ``x <= 0``, else ``dy`` (PyTorch's rule).",
+    examples="    >>> fastdl.elu_backward(np.array([1., 1.]), np.array([0., 1.]))\n"
+             "    array([1., 1.])",
+)
+
+
+def silu(x, *, out=None, backend=None):
+    return _apply("silu", [("x", x)], (), out, backend)
+
+
+def silu_backward(dy, x, *, out=None, backend=None):
+    return _apply("silu_backward", [("dy", dy), ("x", x)], (), out, backend)
+
+
+silu.__doc__ = _doc(
+    _FORWARD_DOC, summary="SiLU (swish) ``x * sigmoid(x)``; :func:`swish` is the same function.",
+    formula="``x * sigma(x)``.",
+    notes="Uses the overflow-free sigmoid, so every finite x gives a finite result\n"
+          "    (``silu(-1000.) == -0.``).  ``silu(-inf)`` is NaN (``-inf * 0``), as in PyTorch.",
+    examples="    >>> fastdl.silu(np.array([0., 1000.]))\n    array([   0., 1000.])",
+)
+silu_backward.__doc__ = _doc(
+    _BACKWARD_DOC, name="silu",
+    formula="``dy * sigma(x) * (1 + x * sigma(-x))``.",
+    examples="    >>> fastdl.silu_backward(np.array([1.]), np.array([0.]))\n    array([0.5])",
+)
+
+#: The course notes' name for SiLU.
+swish = silu
+swish_backward = silu_backward

@@ -1,0 +1,553 @@
+"""Pointwise losses, their gradients and the entropy (the public wrappers).
+
+PyTorch semantics and defaults (``torch.nn.functional``), with one stricter
+rule: ``input`` and ``target`` must have the same shape (PyTorch broadcasts
+some of these with a warning; fastdl raises ``ValueError`` naming both
+shapes).  Only ``weight`` and ``pos_weight`` of
+:func:`binary_cross_entropy_with_logits` broadcast, against the input's shape.
+
+Every loss returns a NumPy scalar of the input's dtype for "mean"/"sum" (and
+"batchmean" for :func:`kl_div`), an array of the input's shape for "none".
+Sums are accumulated in float64 by the kernels; "mean" over zero elements is
+NaN and "sum" is 0, as in PyTorch.
+
+Each ``<loss>_backward(grad_output, input, target, ...)`` returns the
+gradient with respect to ``input``; ``grad_output`` is the gradient of the
+final objective with respect to the loss: a scalar for reduced losses, a
+scalar or an array of the input's shape for "none".  Each
+``<loss>_with_grad(input, target, ...)`` returns ``(loss, d loss / d input)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _activations
+from ._activations import _finite_float, _flat, kernels
+from ._validate import (
+    check_out,
+    check_reduction,
+    float_array,
+    kernel_buffer,
+    normalize_axis,
+    same_dtype,
+)
+
+__all__ = [
+    "binary_cross_entropy_with_logits", "binary_cross_entropy_with_logits_backward",
+    "binary_cross_entropy_with_logits_with_grad",
+    "mse_loss", "mse_loss_backward", "mse_loss_with_grad",
+    "l1_loss", "l1_loss_backward", "l1_loss_with_grad",
+    "huber_loss", "huber_loss_backward", "huber_loss_with_grad",
+    "log_cosh_loss", "log_cosh_loss_backward", "log_cosh_loss_with_grad",
+    "kl_div", "kl_div_backward", "kl_div_with_grad",
+    "entropy",
+]
+
+assert _activations.FAMILY == "elementwise"  # the family is registered there
+
+
+# ---------------------------------------------------------------------------
+# shared machinery
+# ---------------------------------------------------------------------------
+
+class _Args:
+    """Validated loss arguments, flattened for the kernels."""
+
+    __slots__ = ("op", "shape", "dtype", "input", "target", "extra", "options",
+                 "reduction", "n", "denom")
+
+
+def _loss_args(op, input, target, reduction, *, extra=(), options=(),
+               allowed=("none", "mean", "sum")):
+    """Check ``input``/``target`` (and broadcastable ``extra`` arrays)."""
+    a = _Args()
+    a.op = op
+    x = float_array(input, "input")
+    t = float_array(target, "target")
+    a.dtype = same_dtype(("input", x), ("target", t))
+    if x.shape != t.shape:
+        raise ValueError(
+            f"input has shape {x.shape} but target has shape {t.shape}; they must match"
+        )
+    a.shape = x.shape
+    a.reduction = check_reduction(reduction, allowed)
+    a.input = _flat(x)
+    a.target = _flat(t)
+    a.n = a.input.shape[0]
+    flats = []
+    for name, e in extra:
+        if e is None:
+            flats.append(None)
+            continue
+        e = float_array(e, name)
+        same_dtype(("input", x), (name, e))
+        try:
+            ok = np.broadcast_shapes(e.shape, x.shape) == x.shape
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(
+                f"{name} has shape {e.shape}, which does not broadcast to the input's shape {x.shape}"
+            )
+        flats.append(_flat(np.broadcast_to(e, x.shape)))
+    a.extra = tuple(flats)
+    a.options = tuple(options)
+    if a.reduction == "batchmean":
+        a.denom = float(x.shape[0]) if x.ndim else 1.0
+    else:
+        a.denom = float(a.n)
+    return a
+
+
+def _forward(a, backend):
+    """The loss, reduced as asked."""
+    kernel = getattr(kernels(a.op, backend), a.op)
+    if a.reduction == "none":
+        out = np.empty(a.n, a.dtype)
+        kernel(a.input, a.target, *a.extra, *a.options, out)
+        out = out.reshape(a.shape)
+        return out[()] if out.ndim == 0 else out
+    total = kernel(a.input, a.target, *a.extra, *a.options, None)
+    if a.reduction == "sum":
+        return a.dtype.type(total)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return a.dtype.type(np.float64(total) / np.float64(a.denom))
+
+
+def _grad_output(a, grad_output):
+    """(dy flat array or None, float scale) for the backward kernel."""
+    g = np.asarray(grad_output)
+    if g.dtype.kind not in "fiu" or (g.dtype.kind == "f" and g.dtype not in (np.float32, np.float64)):
+        raise TypeError(f"grad_output has dtype {g.dtype}; fastdl supports float32 and float64")
+    if isinstance(grad_output, (np.ndarray, np.generic)) and g.dtype.kind == "f" \
+            and g.dtype != a.dtype:
+        raise TypeError(
+            f"input is {a.dtype} but grad_output is {g.dtype}; "
+            "inputs of one call must share one float dtype"
+        )
+    if a.reduction == "none":
+        if g.shape == ():
+            return None, float(g)
+        if g.shape != a.shape:
+            raise ValueError(
+                f"grad_output has shape {g.shape}; reduction='none' needs the input's "
+                f"shape {a.shape} or a scalar"
+            )
+        return _flat(g.astype(a.dtype, copy=False)), 1.0
+    if g.shape != ():
+        raise ValueError(
+            f"grad_output has shape {g.shape}; reduction={a.reduction!r} needs a scalar"
+        )
+    scale = float(g)
+    if a.reduction in ("mean", "batchmean"):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            scale = float(np.float64(scale) / np.float64(a.denom))
+    return None, scale
+
+
+def _backward(a, grad_output, out, backend):
+    dy, scale = _grad_output(a, grad_output)
+    target = None
+    if out is not None:
+        check_out(out, a.shape, a.dtype)
+        if out.flags.c_contiguous:
+            target = out.reshape(-1)
+    inputs = [a.input, a.target] + [e for e in a.extra if e is not None]
+    if dy is not None:
+        inputs.append(dy)
+    buf = kernel_buffer(target, (a.n,), a.dtype, may_alias=inputs)
+    op = a.op + "_backward"
+    getattr(kernels(op, backend), op)(dy, a.input, a.target, *a.extra, *a.options, scale, buf)
+    if out is None:
+        result = buf.reshape(a.shape)
+        return result[()] if result.ndim == 0 else result
+    if buf is not target:
+        out[...] = buf.reshape(a.shape)
+    return out
+
+
+def _with_grad(a, out, backend):
+    # The gradient is computed first, from the inputs, and only then may
+    # ``out`` (possibly the input itself) be overwritten; so the loss runs
+    # first when out aliases the input.
+    loss = _forward(a, backend)
+    return loss, _backward(a, 1.0, out, backend)
+
+
+# ---------------------------------------------------------------------------
+# docstrings
+# ---------------------------------------------------------------------------
+
+_REDUCTION_DOC = """reduction : {"mean", "sum", "none"}, default "mean"
+        "none": the per-element losses, input's shape.  "sum": their sum.
+        "mean": the sum divided by the number of elements (NaN when there
+        are none)."""
+
+_COMMON_RAISES = """Raises
+    ------
+    TypeError
+        Unsupported or mixed dtypes.
+    ValueError
+        ``input`` and ``target`` shapes differ, an unknown ``reduction``{more}."""
+
+
+def _loss_doc(summary, params, formula, notes, example, more=""):
+    return f"""{summary}
+
+    Parameters
+    ----------
+    input : ndarray
+        Predictions, any shape, float32 or float64.
+    target : ndarray, shape of input
+        Targets, of the input's dtype.{params}
+    {_REDUCTION_DOC}
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    loss : scalar of the input's dtype, or ndarray of the input's shape for "none"
+        {formula}
+
+    {_COMMON_RAISES.format(more=more)}
+
+    Notes
+    -----
+    {notes}
+
+    Examples
+    --------
+    >>> import numpy as np, fastdl
+{example}
+"""
+
+
+def _backward_doc(name, params, formula, example, more=""):
+    return f"""Gradient of :func:`{name}` with respect to ``input``.
+
+    Parameters
+    ----------
+    grad_output : float or ndarray
+        Gradient of the objective with respect to the loss: a scalar for
+        "mean"/"sum", a scalar or an array of the input's shape for "none".
+    input, target : ndarray
+        As for :func:`{name}`.{params}
+    reduction : str, default "mean"
+        As for :func:`{name}`.
+    out : ndarray, optional
+        Buffer of the input's shape and dtype; may be ``input`` (in place).
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    dinput : ndarray, shape of input
+        {formula}, times ``grad_output`` (divided by the element count for "mean").
+
+    {_COMMON_RAISES.format(more=more + ", a ``grad_output`` of the wrong shape, a wrong ``out``")}
+
+    Examples
+    --------
+    >>> import numpy as np, fastdl
+{example}
+"""
+
+
+def _with_grad_doc(name):
+    return f"""Loss and gradient of :func:`{name}` in one call.
+
+    Takes the arguments of :func:`{name}`, plus ``out`` (a buffer for the
+    gradient, may be ``input``).  Returns ``(loss, dinput)``, the gradient
+    being that of ``loss`` (of ``loss.sum()`` for "none").
+    """
+
+
+# ---------------------------------------------------------------------------
+# the losses
+# ---------------------------------------------------------------------------
+
+def mse_loss(input, target, *, reduction="mean", backend=None):
+    return _forward(_loss_args("mse_loss", input, target, reduction), backend)
+
+
+def mse_loss_backward(grad_output, input, target, *, reduction="mean", out=None, backend=None):
+    return _backward(_loss_args("mse_loss", input, target, reduction), grad_output, out, backend)
+
+
+def mse_loss_with_grad(input, target, *, reduction="mean", out=None, backend=None):
+    return _with_grad(_loss_args("mse_loss", input, target, reduction), out, backend)
+
+
+mse_loss.__doc__ = _loss_doc(
+    "Mean squared error ``(input - target)**2`` (PyTorch ``mse_loss``).", "",
+    "Per element ``(input - target)**2``, reduced.",
+    "The squared error of the course's linear regression.",
+    "    >>> float(fastdl.mse_loss(np.array([1., 2.]), np.array([0., 0.])))\n    2.5",
+)
+mse_loss_backward.__doc__ = _backward_doc(
+    "mse_loss", "", "``2 * (input - target)``",
+    "    >>> fastdl.mse_loss_backward(1.0, np.array([1., 2.]), np.array([0., 0.]))\n"
+    "    array([1., 2.])",
+)
+mse_loss_with_grad.__doc__ = _with_grad_doc("mse_loss")
+
+
+def l1_loss(input, target, *, reduction="mean", backend=None):
+    return _forward(_loss_args("l1_loss", input, target, reduction), backend)
+
+
+def l1_loss_backward(grad_output, input, target, *, reduction="mean", out=None, backend=None):
+    return _backward(_loss_args("l1_loss", input, target, reduction), grad_output, out, backend)
+
+
+def l1_loss_with_grad(input, target, *, reduction="mean", out=None, backend=None):
+    return _with_grad(_loss_args("l1_loss", input, target, reduction), out, backend)
+
+
+l1_loss.__doc__ = _loss_doc(
+    "Mean absolute error ``|input - target|`` (PyTorch ``l1_loss``).", "",
+    "Per element ``|input - target|``, reduced.",
+    "Robust to outliers; its gradient has constant size (the course's MAE).",
+    "    >>> float(fastdl.l1_loss(np.array([1., -3.]), np.array([0., 0.])))\n    2.0",
+)
+l1_loss_backward.__doc__ = _backward_doc(
+    "l1_loss", "", "``sign(input - target)`` (0 where they are equal)",
+    "    >>> fastdl.l1_loss_backward(1.0, np.array([1., -3., 0.]), np.zeros(3), reduction='sum')\n"
+    "    array([ 1., -1.,  0.])",
+)
+l1_loss_with_grad.__doc__ = _with_grad_doc("l1_loss")
+
+
+_DELTA_DOC = """
+    delta : float, default 1.0
+        Where the loss turns from quadratic to linear; > 0."""
+
+
+def huber_loss(input, target, *, reduction="mean", delta=1.0, backend=None):
+    delta = _finite_float(delta, "delta", positive=True)
+    return _forward(_loss_args("huber_loss", input, target, reduction, options=(delta,)), backend)
+
+
+def huber_loss_backward(grad_output, input, target, *, reduction="mean", delta=1.0, out=None,
+                        backend=None):
+    delta = _finite_float(delta, "delta", positive=True)
+    a = _loss_args("huber_loss", input, target, reduction, options=(delta,))
+    return _backward(a, grad_output, out, backend)
+
+
+def huber_loss_with_grad(input, target, *, reduction="mean", delta=1.0, out=None, backend=None):
+    delta = _finite_float(delta, "delta", positive=True)
+    a = _loss_args("huber_loss", input, target, reduction, options=(delta,))
+    return _with_grad(a, out, backend)
+
+
+huber_loss.__doc__ = _loss_doc(
+    "Huber loss (PyTorch ``huber_loss``).", _DELTA_DOC,
+    "Per element ``0.5 d**2`` if ``|d| <= delta`` else ``delta (|d| - delta/2)``, d = input - target.",
+    "Quadratic near the target, linear far from it: MSE's convergence with\n"
+    "    MAE's robustness (course notes' loss table).",
+    "    >>> float(fastdl.huber_loss(np.array([0.5, 3.]), np.zeros(2), reduction='sum'))\n    2.625",
+    more=", a ``delta`` that is not > 0",
+)
+huber_loss_backward.__doc__ = _backward_doc(
+    "huber_loss", _DELTA_DOC, "``clip(input - target, -delta, delta)``",
+    "    >>> fastdl.huber_loss_backward(1.0, np.array([0.5, 3.]), np.zeros(2), reduction='sum')\n"
+    "    array([0.5, 1. ])",
+    more=", a ``delta`` that is not > 0",
+)
+huber_loss_with_grad.__doc__ = _with_grad_doc("huber_loss")
+
+
+def log_cosh_loss(input, target, *, reduction="mean", backend=None):
+    return _forward(_loss_args("log_cosh_loss", input, target, reduction), backend)
+
+
+def log_cosh_loss_backward(grad_output, input, target, *, reduction="mean", out=None,
+                           backend=None):
+    a = _loss_args("log_cosh_loss", input, target, reduction)
+    return _backward(a, grad_output, out, backend)
+
+
+def log_cosh_loss_with_grad(input, target, *, reduction="mean", out=None, backend=None):
+    return _with_grad(_loss_args("log_cosh_loss", input, target, reduction), out, backend)
+
+
+log_cosh_loss.__doc__ = _loss_doc(
+    "Log-cosh loss ``log(cosh(input - target))`` (no PyTorch equivalent).", "",
+    "Per element ``log(cosh(input - target))``, reduced.",
+    "For |d| <= 1 the kernels use ``log1p(2 sinh(d/2)**2)`` (exact rewrite of\n"
+    "    cosh(d) - 1, full relative accuracy near 0), beyond it\n"
+    "    ``|d| + log1p(exp(-2|d|)) - log 2``, which never overflows:\n"
+    "    ``log_cosh_loss(1000, 0) == 1000 - log 2``.",
+    "    >>> import math\n    >>> float(fastdl.log_cosh_loss(np.array([1000.]), np.array([0.]))) == 1000 - math.log(2)\n"
+    "    True",
+)
+log_cosh_loss_backward.__doc__ = _backward_doc(
+    "log_cosh_loss", "", "``tanh(input - target)``",
+    "    >>> fastdl.log_cosh_loss_backward(1.0, np.array([0., 1000.]), np.zeros(2), reduction='sum')\n"
+    "    array([0., 1.])",
+)
+log_cosh_loss_with_grad.__doc__ = _with_grad_doc("log_cosh_loss")
+
+
+_KL_ALLOWED = ("none", "mean", "sum", "batchmean")
+_KL_PARAMS = """
+    log_target : bool, default False
+        Whether ``target`` holds log-probabilities."""
+
+
+def _kl_args(input, target, reduction, log_target):
+    return _loss_args("kl_div", input, target, reduction, options=(bool(log_target),),
+                      allowed=_KL_ALLOWED)
+
+
+def kl_div(input, target, *, reduction="mean", log_target=False, backend=None):
+    return _forward(_kl_args(input, target, reduction, log_target), backend)
+
+
+def kl_div_backward(grad_output, input, target, *, reduction="mean", log_target=False,
+                    out=None, backend=None):
+    return _backward(_kl_args(input, target, reduction, log_target), grad_output, out, backend)
+
+
+def kl_div_with_grad(input, target, *, reduction="mean", log_target=False, out=None,
+                     backend=None):
+    return _with_grad(_kl_args(input, target, reduction, log_target), out, backend)
+
+
+kl_div.__doc__ = _loss_doc(
+    "Kullback-Leibler divergence ``KL(target || exp(input))`` (PyTorch ``kl_div``).",
+    _KL_PARAMS + """
+    reduction : {"mean", "batchmean", "sum", "none"}, default "mean"
+        As below; "batchmean" divides the sum by ``input.shape[0]`` (by 1
+        for a 0-d input), which is the true KL divergence per sample.
+        PyTorch's default "mean" divides by the element count instead.""",
+    "Per element ``p * (log p - input)`` (``exp(t) * (t - input)`` with\n"
+    "        ``log_target``), reduced.",
+    "``input`` holds log-probabilities log q.  A zero target contributes 0\n"
+    "    (PyTorch's ``xlogy`` rule ``0 * log 0 = 0``), except that ``0 * input`` is\n"
+    "    NaN where input is -inf or NaN, as in PyTorch.  KL(p || q) >= 0 with\n"
+    "    equality iff p == q (course notes).",
+    "    >>> p = np.array([[0.5, 0.5]]); logq = np.log([[0.25, 0.75]])\n"
+    "    >>> round(float(fastdl.kl_div(logq, p, reduction='batchmean')), 6)\n"
+    "    0.143841",
+)
+kl_div_backward.__doc__ = _backward_doc(
+    "kl_div", _KL_PARAMS, "``-target`` (``-exp(target)`` with ``log_target``)",
+    "    >>> fastdl.kl_div_backward(1.0, np.log([0.25, 0.75]), np.array([0.5, 0.5]), reduction='sum')\n"
+    "    array([-0.5, -0.5])",
+)
+kl_div_with_grad.__doc__ = _with_grad_doc("kl_div")
+
+
+_BCE_PARAMS = """
+    weight : ndarray, optional
+        Per-element rescaling, broadcastable to the input's shape.
+    pos_weight : ndarray, optional
+        Weight of the positive term, broadcastable to the input's shape
+        (typically (C,) for input (N, C))."""
+
+
+def _bce_args(logits, target, weight, pos_weight, reduction):
+    return _loss_args("binary_cross_entropy_with_logits", logits, target, reduction,
+                      extra=(("weight", weight), ("pos_weight", pos_weight)))
+
+
+def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=None,
+                                     reduction="mean", backend=None):
+    return _forward(_bce_args(logits, target, weight, pos_weight, reduction), backend)
+
+
+def binary_cross_entropy_with_logits_backward(grad_output, logits, target, *, weight=None,
+                                              pos_weight=None, reduction="mean", out=None,
+                                              backend=None):
+    a = _bce_args(logits, target, weight, pos_weight, reduction)
+    return _backward(a, grad_output, out, backend)
+
+
+def binary_cross_entropy_with_logits_with_grad(logits, target, *, weight=None,
+                                               pos_weight=None, reduction="mean", out=None,
+                                               backend=None):
+    return _with_grad(_bce_args(logits, target, weight, pos_weight, reduction), out, backend)
+
+
+binary_cross_entropy_with_logits.__doc__ = _loss_doc(
+    "Binary cross-entropy on logits (PyTorch ``binary_cross_entropy_with_logits``).",
+    _BCE_PARAMS,
+    "Per element ``-w (pw t log sigma(x) + (1 - t) log sigma(-x))``, reduced.",
+    "Computed as ``w ((1 - t) x + (1 + (pw - 1) t) softplus(-x))`` with the\n"
+    "    overflow-free softplus, i.e. ``log sigma(x) = -softplus(-x)``: finite for\n"
+    "    every finite logit (a logit of -1000 with target 1 costs 1000, not inf).\n"
+    "    ``logits`` is the first positional argument (PyTorch calls it ``input``).",
+    "    >>> float(fastdl.binary_cross_entropy_with_logits(np.array([-1000.]), np.array([1.])))\n"
+    "    1000.0",
+    more=", ``weight``/``pos_weight`` that do not broadcast",
+)
+binary_cross_entropy_with_logits_backward.__doc__ = _backward_doc(
+    "binary_cross_entropy_with_logits", _BCE_PARAMS,
+    "``w ((1 - t) - (1 + (pw - 1) t) sigma(-x))`` (``w (sigma(x) - t)`` without pos_weight)",
+    "    >>> fastdl.binary_cross_entropy_with_logits_backward(1.0, np.zeros(2), np.array([0., 1.]))\n"
+    "    array([ 0.25, -0.25])",
+    more=", ``weight``/``pos_weight`` that do not broadcast",
+)
+binary_cross_entropy_with_logits_with_grad.__doc__ = _with_grad_doc(
+    "binary_cross_entropy_with_logits")
+
+
+# ---------------------------------------------------------------------------
+# entropy
+# ---------------------------------------------------------------------------
+
+def entropy(p, axis=-1, *, backend=None):
+    """Shannon entropy ``-sum(p * log(p), axis)`` in nats.
+
+    Parameters
+    ----------
+    p : ndarray
+        Probabilities (not checked to sum to 1), any shape with ndim >= 1,
+        float32 or float64.
+    axis : int, default -1
+        The axis the distribution runs along.
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    h : ndarray or scalar of p's dtype
+        ``p``'s shape without ``axis``; a NumPy scalar for 1-D ``p``.
+
+    Raises
+    ------
+    TypeError
+        Unsupported dtype.
+    ValueError
+        ``axis`` out of range, or a 0-d ``p``.
+
+    Notes
+    -----
+    ``0 * log(0)`` is taken as its limit 0, so a deterministic distribution
+    has entropy 0; negative entries give NaN.  Sums are in float64.  Divide
+    by ``log(2)`` for bits.
+
+    Examples
+    --------
+    >>> import numpy as np, fastdl
+    >>> round(float(fastdl.entropy(np.array([0.5, 0.5]))), 6)  # log 2: a fair coin
+    0.693147
+    >>> float(fastdl.entropy(np.array([1., 0.])))
+    0.0
+    """
+    p = float_array(p, "p")
+    if p.ndim == 0:
+        raise ValueError("entropy needs p with at least one axis, got a 0-d array")
+    ax = normalize_axis(axis, p.ndim)
+    moved = np.moveaxis(p, ax, -1)
+    kept = moved.shape[:-1]
+    mat = np.ascontiguousarray(moved).reshape(math.prod(kept), moved.shape[-1])
+    out = np.empty(mat.shape[0], p.dtype)
+    kernels("entropy", backend).entropy(mat, out)
+    out = out.reshape(kept)
+    return out[()] if out.ndim == 0 else out

@@ -1,0 +1,199 @@
+"""Optimizers with PyTorch's update rules, updating parameters in place.
+
+Each optimizer holds :class:`fastdl.layers.Parameter` objects (anything with
+``.value`` and ``.grad`` arrays) and, on ``step()``, updates every
+``.value`` in place from its ``.grad``.  State buffers (momentum, Adam's
+moments) have the parameter's dtype; scalar factors are Python floats.  No
+step allocates: every update uses preallocated scratch arrays.
+
+Examples
+--------
+The course's worked example: ``L = sum_i (y_i - w1 x_i - w0)^2`` on
+(0, 0), (1, 1), (1, 2) from w0 = w1 = 1 with learning rate 0.1:
+
+>>> import numpy as np
+>>> from fastdl.layers import Parameter
+>>> from fastdl.optim import SGD
+>>> w = Parameter(np.array([1.0, 1.0]))            # [w0, w1]
+>>> opt = SGD([w], lr=0.1)
+>>> w.grad[:] = [4 * w.value[1] + 6 * w.value[0] - 6, 4 * w.value[1] + 4 * w.value[0] - 6]
+>>> opt.step(); w.value
+array([0.6, 0.8])
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["Optimizer", "SGD", "Adam"]
+
+
+def _nonneg(value, name):
+    v = float(value)
+    if not (v >= 0.0 and math.isfinite(v)):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return v
+
+
+class Optimizer:
+    """Base class: holds the parameters; ``zero_grad`` and ``step``."""
+
+    def __init__(self, params):
+        params = list(params)
+        if not params:
+            raise ValueError("optimizer got an empty parameter list")
+        for p in params:
+            if not (isinstance(getattr(p, "value", None), np.ndarray)
+                    and isinstance(getattr(p, "grad", None), np.ndarray)):
+                raise TypeError(f"{p!r} is not a parameter (needs .value and .grad arrays)")
+            if p.value.dtype not in (np.float32, np.float64):
+                raise TypeError(f"parameter dtype {p.value.dtype}; use float32 or float64")
+        self.params = params
+
+    def zero_grad(self):
+        """Set every parameter's gradient to 0, in place."""
+        for p in self.params:
+            p.grad[...] = 0
+
+    def step(self):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional (Nesterov) momentum.
+
+    PyTorch's rule (dampening 0)::
+
+        g = grad + weight_decay * w
+        if momentum:  buf = g (first step) else momentum * buf + g
+                      g = g + momentum * buf  (nesterov)  or  buf
+        w -= lr * g
+
+    Parameters
+    ----------
+    params : iterable of Parameter
+    lr : float
+        Learning rate, >= 0.
+    momentum : float, default 0.0
+    nesterov : bool, default False
+        Requires ``momentum > 0``.
+    weight_decay : float, default 0.0
+        L2 penalty added to the gradient.
+
+    Raises
+    ------
+    ValueError
+        A negative or non-finite hyperparameter, Nesterov without momentum,
+        an empty parameter list.
+    """
+
+    def __init__(self, params, lr, *, momentum=0.0, nesterov=False, weight_decay=0.0):
+        super().__init__(params)
+        self.lr = _nonneg(lr, "lr")
+        self.momentum = _nonneg(momentum, "momentum")
+        self.weight_decay = _nonneg(weight_decay, "weight_decay")
+        self.nesterov = bool(nesterov)
+        if self.nesterov and self.momentum <= 0:
+            raise ValueError("Nesterov momentum requires a momentum > 0")
+        self._buf = [None] * len(self.params)
+        self._scratch = [np.empty_like(p.value) for p in self.params]
+        self._scratch2 = [np.empty_like(p.value) for p in self.params]
+
+    def step(self):
+        """Update every parameter in place."""
+        for k, p in enumerate(self.params):
+            s, s2 = self._scratch[k], self._scratch2[k]
+            g = p.grad
+            if self.weight_decay:
+                g = np.multiply(p.value, self.weight_decay, out=s)
+                g += p.grad
+            if self.momentum:
+                buf = self._buf[k]
+                if buf is None:  # PyTorch: the first step's buffer is g itself
+                    buf = self._buf[k] = np.array(g, copy=True)
+                else:
+                    buf *= self.momentum
+                    buf += g
+                if self.nesterov:
+                    g = np.add(g, np.multiply(buf, self.momentum, out=s2), out=s2)
+                else:
+                    g = buf
+            # w -= lr * g, the product formed in a scratch array
+            np.multiply(g, self.lr, out=s)
+            p.value -= s
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba) with PyTorch's update rule.
+
+    ::
+
+        g = grad + weight_decay * w
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g * g
+        w -= lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
+
+    Parameters
+    ----------
+    params : iterable of Parameter
+    lr : float, default 1e-3
+    betas : (float, float), default (0.9, 0.999)
+        Each in [0, 1).
+    eps : float, default 1e-8
+    weight_decay : float, default 0.0
+        L2 penalty added to the gradient (not AdamW's decoupled decay).
+
+    Raises
+    ------
+    ValueError
+        A hyperparameter out of range or an empty parameter list.
+    """
+
+    def __init__(self, params, lr=1e-3, *, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(params)
+        self.lr = _nonneg(lr, "lr")
+        self.eps = _nonneg(eps, "eps")
+        self.weight_decay = _nonneg(weight_decay, "weight_decay")
+        b1, b2 = (float(b) for b in betas)
+        for i, b in enumerate((b1, b2)):
+            if not 0.0 <= b < 1.0:
+                raise ValueError(f"betas[{i}] must be in [0, 1), got {b!r}")
+        self.betas = (b1, b2)
+        self.t = 0
+        self._m = [np.zeros_like(p.value) for p in self.params]
+        self._v = [np.zeros_like(p.value) for p in self.params]
+        self._scratch = [np.empty_like(p.value) for p in self.params]
+        self._scratch2 = [np.empty_like(p.value) for p in self.params]
+
+    def step(self):
+        """Update every parameter in place."""
+        self.t += 1
+        b1, b2 = self.betas
+        bc1 = 1.0 - b1 ** self.t
+        bc2 = 1.0 - b2 ** self.t
+        step_size = self.lr / bc1
+        sqrt_bc2 = math.sqrt(bc2)
+        for k, p in enumerate(self.params):
+            g = p.grad
+            if self.weight_decay:
+                g = np.multiply(p.value, self.weight_decay, out=self._scratch2[k])
+                g += p.grad
+            m, v, s = self._m[k], self._v[k], self._scratch[k]
+            # m = b1 m + (1 - b1) g, as PyTorch's lerp: m += (1 - b1) (g - m)
+            np.subtract(g, m, out=s)
+            s *= 1.0 - b1
+            m += s
+            # v = b2 v + (1 - b2) g^2
+            v *= b2
+            np.multiply(g, g, out=s)
+            s *= 1.0 - b2
+            v += s
+            # denom = sqrt(v) / sqrt(bc2) + eps; w -= step_size * m / denom
+            np.sqrt(v, out=s)
+            s /= sqrt_bc2
+            s += self.eps
+            np.divide(m, s, out=s)
+            s *= step_size
+            p.value -= s
