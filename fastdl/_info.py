@@ -75,6 +75,10 @@ def config_info():
     info["cpu simd"] = _cpu_simd()
     info["fastdl threads"] = str(_backend.get_num_threads())
     info["parallel threshold"] = f"{_config.PARALLEL_MIN_ELEMENTS} elements"
+    info["openmp wait"] = (
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
+        f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', 'unset')}"
+    )
     info.update(_numba_info())
     info.update(_blas_info())
     return info
