@@ -121,7 +121,7 @@ def affine_forward(x, W, b=None, *, out=None, backend=None):
     return out
 
 
-def affine_backward(dy, x, W, *, bias=True, backend=None):
+def affine_backward(dy, x, W, *, bias=True, out=None, backend=None):
     """Gradients of :func:`affine_forward`.
 
     Parameters
@@ -134,6 +134,10 @@ def affine_backward(dy, x, W, *, bias=True, backend=None):
         The weights.
     bias : bool, default True
         Whether to return the bias gradient.
+    out : tuple (dx, dW, db) of ndarray, optional
+        Buffers for the three results (exact shapes and dtype; ``db`` is
+        None when ``bias=False``), e.g. a layer's gradient arrays, so a
+        training step allocates nothing.
     backend : str, optional
         Backend for this call; None uses :func:`fastdl.get_backend`.
 
@@ -149,9 +153,9 @@ def affine_backward(dy, x, W, *, bias=True, backend=None):
     Raises
     ------
     TypeError
-        Unsupported or mixed dtypes.
+        Unsupported or mixed dtypes, or a wrong ``out`` dtype.
     ValueError
-        Inconsistent shapes.
+        Inconsistent shapes, or a wrong ``out``.
 
     Examples
     --------
@@ -174,11 +178,31 @@ def affine_backward(dy, x, W, *, bias=True, backend=None):
     dy2 = c_contiguous(dy.reshape(1, -1) if dy.ndim == 1 else dy)
     x2 = c_contiguous(x.reshape(1, -1) if x.ndim == 1 else x)
     W = c_contiguous(W)
-    dx = np.empty(x2.shape, dtype)
-    dW = np.empty((H, D), dtype)
-    db = np.empty(H, dtype) if bias else None
+    shapes = [(x.shape, x2.shape), ((H, D), (H, D)), ((H,), (H,))]
+    if out is None:
+        outs = [None, None, None]
+    else:
+        if not isinstance(out, tuple) or len(out) != 3:
+            raise TypeError("out must be a tuple (dx, dW, db)")
+        if (out[2] is None) == bool(bias):
+            raise ValueError("out's db must be None exactly when bias=False")
+        outs = list(out)
+        for name, o, (shape, _) in zip(("dx", "dW", "db"), outs, shapes):
+            if o is not None:
+                check_out(o, shape, dtype, f"out {name}")
+    targets = [None if o is None or not o.flags.c_contiguous else o.reshape(kshape)
+               for o, (_, kshape) in zip(outs, shapes)]
+    dx, dW, db = [kernel_buffer(t, kshape, dtype, others=[dy2, x2, W])
+                  for t, (_, kshape) in zip(targets, shapes)]
+    if not bias:
+        db = None
     resolve("affine_backward", backend).affine_backward(dy2, x2, W, dx, dW, db)
-    return dx.reshape(x.shape), dW, db
+    results = []
+    for o, t, buf, (shape, _) in zip(outs, targets, (dx, dW, db), shapes):
+        if o is not None and buf is not t:
+            o[...] = buf.reshape(shape)
+        results.append(o if o is not None else None if buf is None else buf.reshape(shape))
+    return tuple(results)
 
 
 # --------------------------------------------------------------------------

@@ -153,10 +153,15 @@ class Affine(Layer):
     def backward(self, dy):
         if self._x is None:
             raise RuntimeError("backward called before forward")
-        dx, dW, db = affine_backward(dy, self._x, self.W.value, bias=self.b is not None)
-        np.copyto(self.W.grad, dW)
-        if self.b is not None:
-            np.copyto(self.b.grad, db)
+        x = self._x
+        dy = np.asarray(dy)
+        dx = None
+        if x.ndim in (1, 2) and dy.dtype == x.dtype:
+            dx = _buffer(self._bufs, "dx", x.shape, x.dtype)
+        # The gradients land straight in the parameters' .grad arrays.
+        dx, _, _ = affine_backward(
+            dy, x, self.W.value, bias=self.b is not None,
+            out=(dx, self.W.grad, None if self.b is None else self.b.grad))
         return dx
 
     def __repr__(self):

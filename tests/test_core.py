@@ -216,3 +216,27 @@ def test_affine_layouts(backend, dtype, rng):
         got = fastdl.affine_backward(dyv, _layouts(x)[name], _layouts(W)[name], backend=backend)
         for g, r in zip(got, ref):
             assert_close(g, r, dtype, scale=4)
+
+
+def test_affine_backward_out_buffers(backend, dtype, rng):
+    x = rng.standard_normal((6, 5)).astype(dtype)
+    W = rng.standard_normal((4, 5)).astype(dtype)
+    dy = rng.standard_normal((6, 4)).astype(dtype)
+    expected = fastdl.affine_backward(dy, x, W, backend=backend)
+    out = (np.empty_like(x), np.empty((5, 4), dtype).T, np.empty(4, dtype))  # dW non-contiguous
+    got = fastdl.affine_backward(dy, x, W, out=out, backend=backend)
+    for g, o, e in zip(got, out, expected):
+        assert g is o
+        np.testing.assert_array_equal(g, e)
+    got = fastdl.affine_backward(dy, x, W, bias=False, out=(None, out[1], None), backend=backend)
+    assert got[1] is out[1] and got[2] is None
+    np.testing.assert_array_equal(got[0], expected[0])
+    with pytest.raises(ValueError, match="db"):
+        fastdl.affine_backward(dy, x, W, bias=False, out=out, backend=backend)
+    with pytest.raises(ValueError, match="db"):
+        fastdl.affine_backward(dy, x, W, out=(None, None, None), backend=backend)
+    with pytest.raises(ValueError, match=r"\(4, 5\)"):
+        fastdl.affine_backward(dy, x, W, out=(None, np.empty((5, 4), dtype), out[2]),
+                               backend=backend)
+    with pytest.raises(TypeError):
+        fastdl.affine_backward(dy, x, W, out=[None, None, out[2]], backend=backend)
