@@ -71,6 +71,7 @@ from ._losses import (
     mse_loss_with_grad,
 )
 from ._gradcheck import GradcheckError, gradcheck
+from ._optim_functional import adam_step, sgd_step
 
 # The layer API sits on top of the functional API above.
 from . import data, layers, losses, optim  # noqa: E402
@@ -97,6 +98,8 @@ __all__ = [
     "cross_entropy_with_grad",
     "gradcheck",
     "GradcheckError",
+    "sgd_step",
+    "adam_step",
     "layers",
     "losses",
     "optim",

@@ -2,9 +2,10 @@
 
 Each optimizer holds :class:`fastdl.layers.Parameter` objects (anything with
 ``.value`` and ``.grad`` arrays) and, on ``step()``, updates every
-``.value`` in place from its ``.grad``.  State buffers (momentum, Adam's
-moments) have the parameter's dtype; scalar factors are Python floats.  No
-step allocates: every update uses preallocated scratch arrays.
+``.value`` in place from its ``.grad`` with the fused kernels
+:func:`fastdl.sgd_step` / :func:`fastdl.adam_step` (one pass per
+parameter, in the backend in force).  State buffers (momentum, Adam's
+moments) have the parameter's dtype.  No step allocates.
 
 Examples
 --------
@@ -26,6 +27,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+from ._optim_functional import adam_step, sgd_step
 
 __all__ = ["Optimizer", "SGD", "Adam"]
 
@@ -97,32 +100,16 @@ class SGD(Optimizer):
         self.nesterov = bool(nesterov)
         if self.nesterov and self.momentum <= 0:
             raise ValueError("Nesterov momentum requires a momentum > 0")
-        self._buf = [None] * len(self.params)
-        self._scratch = [np.empty_like(p.value) for p in self.params]
-        self._scratch2 = [np.empty_like(p.value) for p in self.params]
+        self._buf = [np.zeros_like(p.value) if self.momentum else None for p in self.params]
+        self._first = True
 
     def step(self):
-        """Update every parameter in place."""
+        """Update every parameter in place (one fused pass each)."""
         for k, p in enumerate(self.params):
-            s, s2 = self._scratch[k], self._scratch2[k]
-            g = p.grad
-            if self.weight_decay:
-                g = np.multiply(p.value, self.weight_decay, out=s)
-                g += p.grad
-            if self.momentum:
-                buf = self._buf[k]
-                if buf is None:  # PyTorch: the first step's buffer is g itself
-                    buf = self._buf[k] = np.array(g, copy=True)
-                else:
-                    buf *= self.momentum
-                    buf += g
-                if self.nesterov:
-                    g = np.add(g, np.multiply(buf, self.momentum, out=s2), out=s2)
-                else:
-                    g = buf
-            # w -= lr * g, the product formed in a scratch array
-            np.multiply(g, self.lr, out=s)
-            p.value -= s
+            sgd_step(p.value, p.grad, self._buf[k], lr=self.lr, momentum=self.momentum,
+                     nesterov=self.nesterov, weight_decay=self.weight_decay,
+                     first_step=self._first)
+        self._first = False
 
 
 class Adam(Optimizer):
@@ -164,36 +151,10 @@ class Adam(Optimizer):
         self.t = 0
         self._m = [np.zeros_like(p.value) for p in self.params]
         self._v = [np.zeros_like(p.value) for p in self.params]
-        self._scratch = [np.empty_like(p.value) for p in self.params]
-        self._scratch2 = [np.empty_like(p.value) for p in self.params]
 
     def step(self):
-        """Update every parameter in place."""
+        """Update every parameter in place (one fused pass each)."""
         self.t += 1
-        b1, b2 = self.betas
-        bc1 = 1.0 - b1 ** self.t
-        bc2 = 1.0 - b2 ** self.t
-        step_size = self.lr / bc1
-        sqrt_bc2 = math.sqrt(bc2)
         for k, p in enumerate(self.params):
-            g = p.grad
-            if self.weight_decay:
-                g = np.multiply(p.value, self.weight_decay, out=self._scratch2[k])
-                g += p.grad
-            m, v, s = self._m[k], self._v[k], self._scratch[k]
-            # m = b1 m + (1 - b1) g, as PyTorch's lerp: m += (1 - b1) (g - m)
-            np.subtract(g, m, out=s)
-            s *= 1.0 - b1
-            m += s
-            # v = b2 v + (1 - b2) g^2
-            v *= b2
-            np.multiply(g, g, out=s)
-            s *= 1.0 - b2
-            v += s
-            # denom = sqrt(v) / sqrt(bc2) + eps; w -= step_size * m / denom
-            np.sqrt(v, out=s)
-            s /= sqrt_bc2
-            s += self.eps
-            np.divide(m, s, out=s)
-            s *= step_size
-            p.value -= s
+            adam_step(p.value, p.grad, self._m[k], self._v[k], step=self.t, lr=self.lr,
+                      betas=self.betas, eps=self.eps, weight_decay=self.weight_decay)
