@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 
 from ._backend import register_family, resolve
-from ._validate import c_contiguous, check_out, float_array, kernel_buffer, same_dtype
+from ._validate import c_contiguous, check_out, float_arrays_alike, kernel_buffer
 
 __all__ = [
     "sigmoid", "sigmoid_backward",
@@ -81,15 +80,7 @@ def _apply(op, named, options, out, backend):
     output may alias any input exactly (elementwise kernels read element i
     before writing it).
     """
-    named = [(name, float_array(a, name)) for name, a in named]
-    dtype = same_dtype(*named)
-    shape = named[0][1].shape
-    for name, a in named[1:]:
-        if a.shape != shape:
-            raise ValueError(
-                f"{named[0][0]} has shape {shape} but {name} has shape {a.shape}; "
-                "they must match"
-            )
+    named, dtype, shape = float_arrays_alike(named)
     flats = [_flat(a) for _, a in named]
     target = None
     if out is not None:

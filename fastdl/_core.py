@@ -18,6 +18,7 @@ from ._validate import (
     check_out,
     check_reduction,
     float_array,
+    float_arrays_alike,
     kernel_buffer,
     normalize_axis,
     same_dtype,
@@ -228,14 +229,7 @@ def _rowwise(kernel_name, inputs, axis, out, backend):
 
     The kernel's output may be any of its inputs (in place).
     """
-    named = [(name, float_array(a, name)) for name, a in inputs]
-    dtype = same_dtype(*named)
-    shape = named[0][1].shape
-    for name, a in named[1:]:
-        if a.shape != shape:
-            raise ValueError(
-                f"{named[0][0]} has shape {shape} but {name} has shape {a.shape}; they must match"
-            )
+    named, dtype, shape = float_arrays_alike(inputs)
     moved = []
     for _, a in named:
         m, ax = _rows(a, axis)

@@ -30,6 +30,7 @@ from ._validate import (
     check_out,
     check_reduction,
     float_array,
+    float_arrays_alike,
     kernel_buffer,
     normalize_axis,
     same_dtype,
@@ -65,14 +66,8 @@ def _loss_args(op, input, target, reduction, *, extra=(), options=(),
     """Check ``input``/``target`` (and broadcastable ``extra`` arrays)."""
     a = _Args()
     a.op = op
-    x = float_array(input, "input")
-    t = float_array(target, "target")
-    a.dtype = same_dtype(("input", x), ("target", t))
-    if x.shape != t.shape:
-        raise ValueError(
-            f"input has shape {x.shape} but target has shape {t.shape}; they must match"
-        )
-    a.shape = x.shape
+    ((_, x), (_, t)), a.dtype, a.shape = float_arrays_alike(
+        [("input", input), ("target", target)])
     a.reduction = check_reduction(reduction, allowed)
     a.input = _flat(x)
     a.target = _flat(t)

@@ -12,7 +12,7 @@ import operator
 import numpy as np
 
 from ._backend import register_family, resolve
-from ._validate import float_array, same_dtype
+from ._validate import float_arrays_alike
 
 __all__ = ["sgd_step", "adam_step"]
 
@@ -35,14 +35,7 @@ def _flat_views(named):
     Returns (flat arrays, write-backs): an array that is not C-contiguous is
     updated through a contiguous copy, copied back by ``_write_back``.
     """
-    arrays = [(name, float_array(a, name)) for name, a in named]
-    same_dtype(*arrays)
-    shape = arrays[0][1].shape
-    for name, a in arrays[1:]:
-        if a.shape != shape:
-            raise ValueError(
-                f"{arrays[0][0]} has shape {shape} but {name} has shape {a.shape}; they must match"
-            )
+    arrays, _, _ = float_arrays_alike(named)
     flats, pending = [], []
     for name, a in arrays:
         if not a.flags.writeable and name != "grad":

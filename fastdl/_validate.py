@@ -36,6 +36,25 @@ def same_dtype(*named):
     return first.dtype
 
 
+def float_arrays_alike(named):
+    """Validate (name, array-like) pairs: supported floats of one dtype and shape.
+
+    Returns the arrays as ``(name, ndarray)`` pairs, their dtype and shape;
+    raises TypeError for a dtype problem, ValueError naming both shapes
+    for a mismatch.
+    """
+    arrays = [(name, float_array(a, name)) for name, a in named]
+    dtype = same_dtype(*arrays)
+    first_name, first = arrays[0]
+    for name, a in arrays[1:]:
+        if a.shape != first.shape:
+            raise ValueError(
+                f"{first_name} has shape {first.shape} but {name} has shape {a.shape}; "
+                "they must match"
+            )
+    return arrays, dtype, first.shape
+
+
 def c_contiguous(a):
     """``a`` itself when C-contiguous, else a C-contiguous copy."""
     return np.ascontiguousarray(a)
