@@ -1,5 +1,8 @@
 """pytest-benchmark suite for the core kernels: NumPy, fastdl backends, PyTorch.
 
+The NumPy baselines live in :mod:`fastdl._bench_report`, which also runs them
+in the one-shot report ``python -m fastdl bench``.
+
 Groups are one operation × size × dtype, so each table compares contenders
 measured side by side in one run.  Each case warms up (JIT, first touch)
 before timing and checks its result against NumPy after timing.
@@ -12,35 +15,17 @@ import fastdl
 
 from conftest import AFFINE_SIZES, DTYPES, ROW_SIZES, contenders, torch
 
+from fastdl._bench_report import (  # the NumPy baselines, shared with `python -m fastdl bench`
+    np_cross_entropy,
+    np_cross_entropy_with_grad,
+    np_log_softmax,
+    np_log_softmax_backward,
+    np_logsumexp,
+    np_softmax,
+    np_softmax_backward,
+)
+
 F = torch.nn.functional if torch is not None else None
-
-
-def np_softmax(x):
-    e = np.exp(x - x.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def np_log_softmax(x):
-    s = x - x.max(axis=1, keepdims=True)
-    return s - np.log(np.exp(s).sum(axis=1, keepdims=True))
-
-
-def np_logsumexp(x):
-    m = x.max(axis=1)
-    return m + np.log(np.exp(x - m[:, None]).sum(axis=1))
-
-
-def np_cross_entropy_with_grad(logits, target):
-    """The cs231n-style softmax loss and gradient."""
-    n = logits.shape[0]
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(shifted)
-    s = e.sum(axis=1, keepdims=True)
-    loss = -(shifted[np.arange(n), target] - np.log(s[:, 0])).mean()
-    grad = e / s
-    grad[np.arange(n), target] -= 1
-    grad /= n
-    return loss, grad
 
 
 def _torch_ce_with_grad(tz, tt):
@@ -86,6 +71,68 @@ def test_row_op(benchmark, op, size, dtype, contender):
         fn = lambda: fastdl_fn(x, be, out)  # noqa: E731
     rtol = 1e-4 if dtype == np.float32 else 1e-10
     _run(benchmark, fn, lambda r: np.testing.assert_allclose(r, expected, rtol=rtol, atol=1e-6))
+
+
+BACKWARD_OPS = {
+    # op: (forward reference giving y, NumPy backward, torch's backward op)
+    "softmax_backward": (np_softmax, np_softmax_backward,
+                         lambda: torch._softmax_backward_data),
+    "log_softmax_backward": (np_log_softmax, np_log_softmax_backward,
+                             lambda: torch._log_softmax_backward_data),
+}
+
+
+@pytest.mark.parametrize("contender", contenders())
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("size", ROW_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("op", list(BACKWARD_OPS))
+def test_row_backward(benchmark, op, size, dtype, contender):
+    benchmark.group = f"{op} {size[0]}x{size[1]} {np.dtype(dtype).name}"
+    rng = np.random.default_rng(0)
+    forward, ref_fn, torch_op = BACKWARD_OPS[op]
+    y = forward((rng.standard_normal(size) * 3).astype(dtype))
+    dy = rng.standard_normal(size).astype(dtype)
+    # Reference in float64 from the same inputs: dy - exp(y) * sum(dy) cancels, so two
+    # float32 results may differ by more than rtol; atol is scaled by the output's size.
+    expected = ref_fn(dy.astype(np.float64), y.astype(np.float64))
+    atol = (1e-5 if dtype == np.float32 else 1e-13) * max(1.0, np.abs(expected).max())
+    if contender == "numpy":
+        fn = lambda: ref_fn(dy, y)  # noqa: E731
+    elif contender == "torch":
+        # What autograd runs for the backward of torch.softmax / log_softmax.
+        tdy, ty, tf = torch.from_numpy(dy), torch.from_numpy(y), torch_op()
+        fn = lambda: tf(tdy, ty, -1, ty.dtype).numpy()  # noqa: E731
+    else:
+        out = np.empty_like(y)
+        be = contender.split("-", 1)[1]
+        fastdl_fn = getattr(fastdl, op)
+        fn = lambda: fastdl_fn(dy, y, out=out, backend=be)  # noqa: E731
+    rtol = 1e-4 if dtype == np.float32 else 1e-10
+    _run(benchmark, fn, lambda r: np.testing.assert_allclose(r, expected, rtol=rtol, atol=atol))
+
+
+@pytest.mark.parametrize("contender", contenders())
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("size", ROW_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_cross_entropy(benchmark, size, dtype, contender):
+    benchmark.group = f"cross_entropy {size[0]}x{size[1]} {np.dtype(dtype).name}"
+    rng = np.random.default_rng(0)
+    logits = (rng.standard_normal(size) * 3).astype(dtype)
+    target = rng.integers(0, size[1], size[0])
+    expected = np_cross_entropy(logits, target)
+    if contender == "numpy":
+        fn = lambda: np_cross_entropy(logits, target)  # noqa: E731
+    elif contender == "torch":
+        tz, tt = torch.from_numpy(logits), torch.from_numpy(target)
+
+        def fn():
+            with torch.no_grad():
+                return F.cross_entropy(tz, tt).numpy()
+    else:
+        be = contender.split("-", 1)[1]
+        fn = lambda: fastdl.cross_entropy(logits, target, backend=be)  # noqa: E731
+    rtol = 1e-4 if dtype == np.float32 else 1e-10
+    _run(benchmark, fn, lambda r: np.testing.assert_allclose(r, expected, rtol=rtol))
 
 
 @pytest.mark.parametrize("contender", contenders())

@@ -2,7 +2,8 @@
 
 - ``demo``: train the digits MLP with fastdl and time a training step against
   the NumPy backend, plain NumPy and PyTorch (the README's main job).
-- ``bench``: time the core kernels against plain NumPy, side by side.
+- ``bench``: the benchmark report: machine limits, every core kernel against
+  NumPy and PyTorch, start-up costs and targets, saved as markdown and a plot.
 - ``info``: versions, backends, build and threading settings.
 """
 
@@ -14,8 +15,9 @@ USAGE = """usage: python -m fastdl {demo,bench,info} [options]
 
   demo   train the digits MLP and time one step against NumPy and PyTorch
          (options: python -m fastdl demo --help)
-  bench  time the core kernels against plain NumPy, side by side
-         (options: python -m fastdl bench --help)
+  bench  benchmark report: core kernels against NumPy and PyTorch, copy
+         bandwidth, GEMM throughput, start-up costs; writes RESULTS.md and
+         results.png (options: python -m fastdl bench --help; --quick for CI)
   info   print versions, backends, build flags, threads and caches
 """
 

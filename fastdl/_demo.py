@@ -1,14 +1,16 @@
-"""``python -m fastdl bench``: fastdl against plain NumPy, side by side, one run.
+"""``python -m fastdl bench``: the benchmark report (see :mod:`fastdl._bench_report`).
 
-Each row times the NumPy code a user would write and the same computation in
-fastdl (the "auto" backend and each compiled backend), float32, on the same
-arrays, with matched thread counts, and prints median times and the ratio
-``numpy_time / fastdl_time``.
+:func:`run_kernel_demo` is the command's entry point; it runs the full report
+(copy bandwidth, GEMM throughput, every core kernel against NumPy and PyTorch,
+start-up costs, the targets) and writes ``RESULTS.md`` and ``results.png``.
+
+:func:`run_demo` keeps the former quick side-by-side table (float32, three
+kernels, NumPy against each compiled backend) for interactive use:
+``python -c "import fastdl._demo as d; d.run_demo()"``.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
 import time
@@ -16,6 +18,8 @@ import time
 import numpy as np
 
 import fastdl
+from ._bench_report import np_cross_entropy_with_grad as numpy_cross_entropy_with_grad
+from ._bench_report import np_softmax as numpy_softmax
 
 
 def _median_time(fn, repeat):
@@ -29,25 +33,6 @@ def _median_time(fn, repeat):
     return statistics.median(times)
 
 
-def numpy_softmax(x):
-    e = np.exp(x - x.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def numpy_cross_entropy_with_grad(logits, target):
-    """The cs231n-style softmax loss with its gradient, in plain NumPy."""
-    n = logits.shape[0]
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(shifted)
-    s = e.sum(axis=1, keepdims=True)
-    log_probs = shifted - np.log(s)
-    loss = -log_probs[np.arange(n), target].mean()
-    grad = e / s
-    grad[np.arange(n), target] -= 1
-    grad /= n
-    return loss, grad
-
-
 def _limit_blas_threads(n):
     try:
         from threadpoolctl import threadpool_limits
@@ -57,13 +42,10 @@ def _limit_blas_threads(n):
 
 
 def run_kernel_demo(argv=None):
-    """Command-line entry point of ``python -m fastdl bench``."""
-    parser = argparse.ArgumentParser(prog="fastdl bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=4096, help="rows N (default 4096)")
-    parser.add_argument("--classes", type=int, default=1000, help="classes C (default 1000)")
-    parser.add_argument("--repeat", type=int, default=15, help="timed repeats (default 15)")
-    args = parser.parse_args(argv)
-    return run_demo(args.batch, args.classes, args.repeat)
+    """Command-line entry point of ``python -m fastdl bench``: the benchmark report."""
+    from ._bench_report import run_report
+
+    return run_report(argv)
 
 
 def run_demo(batch=4096, classes=1000, repeat=15):
