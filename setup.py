@@ -5,9 +5,28 @@ test program); without it the kernels build and run serially, and
 ``fastdl.show_config()`` says so.  Set ``FASTDL_NO_OPENMP=1`` to force a
 serial build.  No ``-march=native`` (a wheel must run on any x86-64 CPU) and
 no ``-ffast-math`` (it breaks inf/NaN handling).
+
+Build switches (environment variables, read at build time):
+
+``FASTDL_NO_OPENMP=1``
+    Serial kernels, no OpenMP runtime linked.
+``FASTDL_NO_SIMD_CLONES=1``
+    Compile only the baseline ("default") copy of the float32 exp loop
+    instead of GCC ``target_clones`` (see ``kernels/_fastexp.h``): used by
+    ``.ci/test_wheel.sh`` to test the baseline path on a CPU whose dynamic
+    dispatch would otherwise always pick the AVX2 copy.
+``CFLAGS``
+    Appended by the compiler driver before our flags (e.g.
+    ``CFLAGS=-march=native`` for a local, non-portable build).
+
+The build also writes ``fastdl/_build_info.py`` (next to the compiled
+modules: into the wheel, or into the source tree for an in-place/editable
+build) recording the compiler, flags, OpenMP and the SIMD clone list, which
+``fastdl.show_config()`` reports.
 """
 
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -16,8 +35,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from Cython import __version__ as cython_version
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).parent.resolve()
 
@@ -31,26 +52,54 @@ int main(void) {
 }
 """
 
+#: Where Homebrew puts its keg-only libomp (Apple Silicon, then Intel Macs).
+MACOS_LIBOMP_PREFIXES = ("/opt/homebrew/opt/libomp", "/usr/local/opt/libomp")
+
+
+def _flag(name):
+    return os.environ.get(name, "").strip() not in ("", "0")
+
 
 def _compiler_is_msvc():
     return sys.platform == "win32" and "GCC" not in sys.version
 
 
+def _macos_openmp_candidates():
+    """OpenMP flag sets to try on macOS, most specific first.
+
+    Apple's clang has no OpenMP runtime of its own: it accepts
+    ``-Xpreprocessor -fopenmp`` but needs ``omp.h`` and ``libomp`` from
+    elsewhere, typically Homebrew's keg-only ``libomp`` (not on the default
+    search paths, hence the explicit -I/-L).  ``LIBOMP_PREFIX`` names another
+    install.  A GCC or LLVM clang from Homebrew (``CC=gcc-14``) takes plain
+    ``-fopenmp``, tried last.
+    """
+    prefixes = [os.environ["LIBOMP_PREFIX"]] if os.environ.get("LIBOMP_PREFIX") else []
+    prefixes += [p for p in MACOS_LIBOMP_PREFIXES if Path(p, "include", "omp.h").exists()]
+    candidates = [
+        (["-Xpreprocessor", "-fopenmp", f"-I{p}/include"], [f"-L{p}/lib", "-lomp"])
+        for p in prefixes
+    ]
+    candidates.append((["-Xpreprocessor", "-fopenmp"], ["-lomp"]))
+    candidates.append((["-fopenmp"], ["-fopenmp"]))
+    return candidates
+
+
 def openmp_flags():
-    """(compile flags, link flags) for OpenMP, or ([], []) when unusable."""
-    if os.environ.get("FASTDL_NO_OPENMP"):
-        return [], []
+    """(compile flags, link flags, why) for OpenMP; flags are [] when unusable."""
+    if _flag("FASTDL_NO_OPENMP"):
+        return [], [], "off: FASTDL_NO_OPENMP set at build time"
     if _compiler_is_msvc():
-        return ["/openmp"], []
+        # MSVC's OpenMP 2.0 (vcomp140.dll) is enough for Cython's prange.
+        return ["/openmp"], [], "MSVC /openmp"
     if sys.platform == "darwin":
-        # Apple clang needs -Xpreprocessor and a libomp (e.g. from Homebrew).
-        candidates = [(["-Xpreprocessor", "-fopenmp"], ["-lomp"])]
+        candidates = _macos_openmp_candidates()
     else:
         candidates = [(["-fopenmp"], ["-fopenmp"])]
     cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
     cc = cc.split()
     if not shutil.which(cc[0]):
-        return [], []
+        return [], [], f"off: compiler {cc[0]!r} not found for the OpenMP check"
     for cflags, lflags in candidates:
         with tempfile.TemporaryDirectory() as tmp:
             src = Path(tmp, "omp_test.c")
@@ -61,22 +110,104 @@ def openmp_flags():
             except OSError:
                 ok = False
         if ok:
-            return cflags, lflags
-    return [], []
+            return cflags, lflags, " ".join(dict.fromkeys(cflags + lflags))
+    return [], [], f"off: {cc[0]} accepts none of the OpenMP flag sets tried"
+
+
+def _simd_clones():
+    """The target_clones list _fastexp.h compiles with, or () for none.
+
+    Mirrors the header's own condition (GCC, x86-64, Linux) so the build
+    record says what was compiled; FASTDL_NO_SIMD_CLONES turns it off.
+    """
+    if _flag("FASTDL_NO_SIMD_CLONES"):
+        return ()
+    if not sys.platform.startswith("linux"):
+        return ()
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return ()
+    cc = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()[0]
+    try:
+        version = subprocess.run(
+            [cc, "--version"], capture_output=True, text=True
+        ).stdout
+    except OSError:
+        return ()
+    if "clang" in version.lower():
+        return ()
+    return ("avx512f", "avx2", "default")
+
+
+OMP_C, OMP_L, OMP_WHY = openmp_flags()
+SIMD_CLONES = _simd_clones()
+
+if _compiler_is_msvc():
+    # /fp:precise (the default) does not contract a*b+c into an FMA on
+    # VS 2022, so the exp polynomial is evaluated exactly as written.
+    OPT = ["/O2"]
+else:
+    # -O3 vectorises the plain loops; -fno-math-errno lets exp/log be
+    # inlined and vectorised without changing any inf/NaN result.
+    # -ffp-contract=off: never fuse a*b+c into an FMA.  The float32 exp in
+    # _fastexp.h was swept exhaustively with separately rounded multiplies
+    # and adds; GCC's default (-ffp-contract=fast) would fuse them wherever
+    # FMA exists (aarch64 always, an avx512f clone, -march=native), and
+    # clang's default fuses within an expression, giving different bits.
+    # With contraction off every platform and clone computes the swept
+    # arithmetic.  It costs nothing on the x86-64 baseline and the avx2
+    # clone, which have no FMA instructions to use.
+    OPT = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off"]
+
+
+BUILD_INFO = '''"""How the compiled kernels were built (written by setup.py; do not edit)."""
+
+OPENMP = {openmp!r}
+OPENMP_FLAGS = {omp_why!r}
+SIMD_CLONES = {clones!r}
+COMPILE_ARGS = {args!r}
+CFLAGS = {cflags!r}
+CC = {cc!r}
+CYTHON = {cython!r}
+NUMPY = {numpy!r}
+PLATFORM = {plat!r}
+'''
+
+
+class BuildExtWithInfo(build_ext):
+    """build_ext that also writes ``fastdl/_build_info.py`` beside the package.
+
+    The path is derived from where the extensions go, so it lands in the
+    wheel for a normal build and in the source tree for ``--inplace`` /
+    editable builds.
+    """
+
+    def run(self):
+        super().run()
+        ext_path = Path(self.get_ext_fullpath(self.extensions[0].name))
+        target = ext_path.parent.parent / "_build_info.py"  # fastdl/backends/x -> fastdl/
+        cc = self.compiler.compiler_so if hasattr(self.compiler, "compiler_so") else []
+        target.write_text(
+            BUILD_INFO.format(
+                openmp=bool(OMP_C),
+                omp_why=OMP_WHY,
+                clones=tuple(SIMD_CLONES),
+                args=tuple(OPT + OMP_C),
+                cflags=os.environ.get("CFLAGS", ""),
+                cc=" ".join(cc) if isinstance(cc, list) else str(cc),
+                cython=cython_version,
+                numpy=np.__version__,
+                plat=sysconfig.get_platform(),
+            )
+        )
 
 
 def extensions():
-    omp_c, omp_l = openmp_flags()
-    if _compiler_is_msvc():
-        opt = ["/O2"]
-    else:
-        # -O3 vectorises the plain loops; -fno-math-errno lets exp/log be
-        # inlined and vectorised without changing any inf/NaN result.
-        opt = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
     macros = [
         ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
-        ("FASTDL_HAVE_OPENMP", "1" if omp_c else "0"),
+        ("FASTDL_HAVE_OPENMP", "1" if OMP_C else "0"),
     ]
+    if not SIMD_CLONES:
+        macros.append(("FASTDL_NO_SIMD_CLONES", "1"))
     exts = []
     for pyx in sorted(Path(HERE, "kernels").glob("*.pyx")):
         exts.append(
@@ -85,8 +216,9 @@ def extensions():
                 [str(pyx.relative_to(HERE))],
                 include_dirs=[np.get_include(), "kernels"],
                 define_macros=macros,
-                extra_compile_args=opt + omp_c,
-                extra_link_args=omp_l,
+                extra_compile_args=OPT + OMP_C,
+                extra_link_args=OMP_L,
+                depends=["kernels/_common.pxd", "kernels/_fastexp.h"],
             )
         )
     return cythonize(
@@ -101,4 +233,4 @@ def extensions():
     )
 
 
-setup(ext_modules=extensions())
+setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExtWithInfo})

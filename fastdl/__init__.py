@@ -28,6 +28,7 @@ from ._core import (
     softmax_backward,
 )
 from ._info import show_config
+from ._warmup import warmup
 from . import _activations, _losses
 from ._activations import (
     elu,
@@ -86,6 +87,7 @@ __all__ = [
     "set_num_threads",
     "get_num_threads",
     "show_config",
+    "warmup",
     "affine_forward",
     "affine_backward",
     "logsumexp",

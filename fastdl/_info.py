@@ -12,7 +12,7 @@ from . import _backend, _config
 from ._version import __version__
 
 
-def _cpu_simd():
+def _cpu_simd() -> str:
     """SIMD extensions the CPU offers, as NumPy's runtime detection sees them."""
     try:
         from numpy._core._multiarray_umath import __cpu_features__ as feats
@@ -23,13 +23,15 @@ def _cpu_simd():
     return ", ".join(found) or "none detected"
 
 
-def _numba_info():
-    mod = _backend._loaded.get("numba")
+def _numba_info() -> dict[str, str]:
     try:
         import numba
     except ImportError as exc:
         return {"numba": f"not importable ({exc})"}
-    info = {"numba": numba.__version__}
+    import llvmlite
+
+    info = {"numba": f"{numba.__version__} (llvmlite {llvmlite.__version__})"}
+    mod = _backend._loaded.get("numba")
     layer = numba.config.THREADING_LAYER
     if mod is not None:
         try:
@@ -37,12 +39,62 @@ def _numba_info():
         except ValueError:  # no parallel kernel has run yet
             layer = f"{layer} (configured; none launched yet)"
     info["numba threading layer"] = layer
-    cache = os.environ.get(_config.NUMBA_CACHE_ENV) or numba.config.CACHE_DIR
-    info["numba cache dir"] = cache or "beside the package sources (__pycache__)"
+    info["numba threads"] = f"{numba.config.NUMBA_NUM_THREADS} in the pool"
+    status = _config.numba_cache_status
+    if mod is None:
+        info["numba cache"] = "not set up (Numba backend not loaded)"
+    elif status.get("dir"):
+        info["numba cache"] = f"{status['dir']} ({status['source']})"
+    else:
+        info["numba cache"] = status.get("source", "unknown")
+    for why in status.get("skipped", ()):
+        info["numba cache"] += f"; skipped {why}"
     return info
 
 
-def _blas_info():
+def _cython_info(cy) -> dict[str, str]:
+    """Build flags of the compiled modules, from the record setup.py writes."""
+    try:
+        from . import _build_info as b
+    except ImportError:  # built without setup.py's build_ext (or an old build)
+        return {
+            "cython build": f"OpenMP {'on' if cy.HAVE_OPENMP else 'off (serial kernels)'}"
+            " (no build record)"
+        }
+    openmp = f"on ({b.OPENMP_FLAGS})" if cy.HAVE_OPENMP else f"off, serial kernels ({b.OPENMP_FLAGS})"
+    flags = " ".join(b.COMPILE_ARGS) + (f"; CFLAGS={b.CFLAGS}" if b.CFLAGS else "")
+    return {
+        "cython build": f"Cython {b.CYTHON}, NumPy {b.NUMPY} headers, {b.PLATFORM}",
+        "cython openmp": openmp,
+        "cython flags": flags,
+        "float32 exp simd": _simd_in_use(b.SIMD_CLONES),
+    }
+
+
+def _simd_in_use(clones) -> str:
+    """Which copy of the float32 exp loop this CPU runs, and what was built.
+
+    GCC's ifunc resolver picks the first clone, in ISA priority order
+    (avx512f > avx2 > default), that ``__builtin_cpu_supports`` reports;
+    both it and NumPy's ``__cpu_features__`` check the CPUID bit and that
+    the OS saves the wider registers (XGETBV), so NumPy's view predicts the
+    resolver's choice.
+    """
+    if not clones:
+        return "default only (built without SIMD clones; compiler's baseline ISA)"
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as feats
+    except ImportError:  # pragma: no cover - older NumPy layouts
+        feats = {}
+    names = {"avx512f": "AVX512F", "avx2": "AVX2"}
+    chosen = next(
+        (c for c in clones if c == "default" or feats.get(names.get(c, c.upper()))),
+        "default",
+    )
+    return f"{chosen} (clones built: {', '.join(clones)})"
+
+
+def _blas_info() -> dict[str, str]:
     try:
         from threadpoolctl import threadpool_info
     except ImportError:
@@ -55,10 +107,13 @@ def _blas_info():
     return {"blas": "; ".join(rows) or "none found"}
 
 
-def config_info():
-    """The facts :func:`show_config` prints, as a dict of str to str."""
+def config_info() -> dict[str, str]:
+    """The facts :func:`show_config` prints, as a dict of str to str.
+
+    Loads every backend (so Numba is imported) but compiles nothing.
+    """
     info = {
-        "fastdl": __version__,
+        "fastdl": f"{__version__} ({os.path.dirname(os.path.abspath(__file__))})",
         "python": f"{sys.version.split()[0]} ({platform.machine()}, {platform.system()})",
         "numpy": np.__version__,
         "backend in force": _backend.get_backend(),
@@ -68,10 +123,7 @@ def config_info():
         info[f"unavailable: {name}"] = why
     cy = _backend._loaded.get("cython")
     if cy is not None:
-        info["cython build"] = (
-            f"OpenMP {'on' if cy.HAVE_OPENMP else 'off (serial kernels)'}; "
-            "-O3, no -march=native, no -ffast-math"
-        )
+        info.update(_cython_info(cy))
     info["cpu simd"] = _cpu_simd()
     info["fastdl threads"] = str(_backend.get_num_threads())
     info["parallel threshold"] = f"{_config.PARALLEL_MIN_ELEMENTS} elements"
@@ -84,8 +136,17 @@ def config_info():
     return info
 
 
-def show_config(file=None):
+def show_config(file=None) -> None:
     """Print versions, backends, build flags, threading and cache settings.
+
+    Reports: fastdl, Python and NumPy versions; the backend in force, the
+    available backends and why any is unavailable; how the Cython kernels
+    were built (Cython version, compile flags, OpenMP or serial) and which
+    SIMD copy of the float32 exp this CPU runs (``avx512f``/``avx2``/
+    ``default``); threads and the parallel threshold; Numba's version,
+    threading layer and where it caches fastdl's kernels; BLAS libraries and
+    their threads (with threadpoolctl).  ``python -m fastdl info`` prints
+    the same.
 
     Parameters
     ----------

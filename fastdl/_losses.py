@@ -189,16 +189,20 @@ _COMMON_RAISES = """Raises
         ``input`` and ``target`` shapes differ, an unknown ``reduction``{more}."""
 
 
-def _loss_doc(summary, params, formula, notes, example, more=""):
+def _loss_doc(summary, params, formula, notes, example, more="", *,
+              input_name="input", params_after_reduction=True, reduction_doc=None):
+    # The extra parameters are listed where the signature has them: before
+    # or after ``reduction`` (numpydoc order = signature order).
+    reduction_doc = reduction_doc or "\n    " + _REDUCTION_DOC
+    before, after = ("", params) if params_after_reduction else (params, "")
     return f"""{summary}
 
     Parameters
     ----------
-    input : ndarray
+    {input_name} : ndarray
         Predictions, any shape, float32 or float64.
     target : ndarray, shape of input
-        Targets, of the input's dtype.{params}
-    {_REDUCTION_DOC}
+        Targets, of the input's dtype.{before}{reduction_doc}{after}
     backend : str, optional
         Backend for this call; None uses :func:`fastdl.get_backend`.
 
@@ -220,18 +224,26 @@ def _loss_doc(summary, params, formula, notes, example, more=""):
 """
 
 
-def _backward_doc(name, params, formula, example, more=""):
-    return f"""Gradient of :func:`{name}` with respect to ``input``.
+def _params_doc(name, params, input_name, params_after_reduction):
+    """The shared middle of the backward / with_grad Parameters sections."""
+    reduction = f"""
+    reduction : str, default "mean"
+        As for :func:`{name}`."""
+    before, after = ("", params) if params_after_reduction else (params, "")
+    return f"""{input_name}, target : ndarray
+        As for :func:`{name}`.{before}{reduction}{after}"""
+
+
+def _backward_doc(name, params, formula, example, more="", *, input_name="input",
+                  params_after_reduction=True):
+    return f"""Gradient of :func:`{name}` with respect to ``{input_name}``.
 
     Parameters
     ----------
     grad_output : float or ndarray
         Gradient of the objective with respect to the loss: a scalar for
         "mean"/"sum", a scalar or an array of the input's shape for "none".
-    input, target : ndarray
-        As for :func:`{name}`.{params}
-    reduction : str, default "mean"
-        As for :func:`{name}`.
+    {_params_doc(name, params, input_name, params_after_reduction)}
     out : ndarray, optional
         Buffer of the input's shape and dtype; may be ``input`` (in place).
     backend : str, optional
@@ -251,12 +263,28 @@ def _backward_doc(name, params, formula, example, more=""):
 """
 
 
-def _with_grad_doc(name):
+def _with_grad_doc(name, params="", *, input_name="input", params_after_reduction=True):
     return f"""Loss and gradient of :func:`{name}` in one call.
 
     Takes the arguments of :func:`{name}`, plus ``out`` (a buffer for the
-    gradient, may be ``input``).  Returns ``(loss, dinput)``, the gradient
-    being that of ``loss`` (of ``loss.sum()`` for "none").
+    gradient, may be ``{input_name}``).  Returns ``(loss, d{input_name})``, the
+    gradient being that of ``loss`` (of ``loss.sum()`` for "none").
+
+    Parameters
+    ----------
+    {_params_doc(name, params, input_name, params_after_reduction)}
+    out : ndarray, optional
+        Buffer for the gradient, of the input's shape and dtype; may be
+        ``{input_name}`` (overwritten with the gradient).
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    loss : scalar of the input's dtype, or ndarray of the input's shape for "none"
+        As :func:`{name}` returns it.
+    d{input_name} : ndarray, shape of {input_name}
+        As :func:`{name}_backward` returns it for ``grad_output=1``.
     """
 
 
@@ -353,7 +381,7 @@ huber_loss_backward.__doc__ = _backward_doc(
     "    array([0.5, 1. ])",
     more=", a ``delta`` that is not > 0",
 )
-huber_loss_with_grad.__doc__ = _with_grad_doc("huber_loss")
+huber_loss_with_grad.__doc__ = _with_grad_doc("huber_loss", _DELTA_DOC)
 
 
 def log_cosh_loss(input, target, *, reduction="mean", backend=None):
@@ -415,11 +443,7 @@ def kl_div_with_grad(input, target, *, reduction="mean", log_target=False, out=N
 
 kl_div.__doc__ = _loss_doc(
     "Kullback-Leibler divergence ``KL(target || exp(input))`` (PyTorch ``kl_div``).",
-    _KL_PARAMS + """
-    reduction : {"mean", "batchmean", "sum", "none"}, default "mean"
-        As below; "batchmean" divides the sum by ``input.shape[0]`` (by 1
-        for a 0-d input), which is the true KL divergence per sample.
-        PyTorch's default "mean" divides by the element count instead.""",
+    _KL_PARAMS,
     "Per element ``p * (log p - input)`` (``exp(t) * (t - input)`` with\n"
     "        ``log_target``), reduced.",
     "``input`` holds log-probabilities log q.  A zero target contributes 0\n"
@@ -429,13 +453,18 @@ kl_div.__doc__ = _loss_doc(
     "    >>> p = np.array([[0.5, 0.5]]); logq = np.log([[0.25, 0.75]])\n"
     "    >>> round(float(fastdl.kl_div(logq, p, reduction='batchmean')), 6)\n"
     "    0.143841",
+    reduction_doc="""
+    reduction : {"mean", "batchmean", "sum", "none"}, default "mean"
+        As below; "batchmean" divides the sum by ``input.shape[0]`` (by 1
+        for a 0-d input), which is the true KL divergence per sample.
+        PyTorch's default "mean" divides by the element count instead.""",
 )
 kl_div_backward.__doc__ = _backward_doc(
     "kl_div", _KL_PARAMS, "``-target`` (``-exp(target)`` with ``log_target``)",
     "    >>> fastdl.kl_div_backward(1.0, np.log([0.25, 0.75]), np.array([0.5, 0.5]), reduction='sum')\n"
     "    array([-0.5, -0.5])",
 )
-kl_div_with_grad.__doc__ = _with_grad_doc("kl_div")
+kl_div_with_grad.__doc__ = _with_grad_doc("kl_div", _KL_PARAMS)
 
 
 _BCE_PARAMS = """
@@ -480,6 +509,7 @@ binary_cross_entropy_with_logits.__doc__ = _loss_doc(
     "    >>> float(fastdl.binary_cross_entropy_with_logits(np.array([-1000.]), np.array([1.])))\n"
     "    1000.0",
     more=", ``weight``/``pos_weight`` that do not broadcast",
+    input_name="logits", params_after_reduction=False,
 )
 binary_cross_entropy_with_logits_backward.__doc__ = _backward_doc(
     "binary_cross_entropy_with_logits", _BCE_PARAMS,
@@ -487,9 +517,11 @@ binary_cross_entropy_with_logits_backward.__doc__ = _backward_doc(
     "    >>> fastdl.binary_cross_entropy_with_logits_backward(1.0, np.zeros(2), np.array([0., 1.]))\n"
     "    array([ 0.25, -0.25])",
     more=", ``weight``/``pos_weight`` that do not broadcast",
+    input_name="logits", params_after_reduction=False,
 )
 binary_cross_entropy_with_logits_with_grad.__doc__ = _with_grad_doc(
-    "binary_cross_entropy_with_logits")
+    "binary_cross_entropy_with_logits", _BCE_PARAMS, input_name="logits",
+    params_after_reduction=False)
 
 
 # ---------------------------------------------------------------------------

@@ -12,7 +12,7 @@ Precision: every element is widened to float64, evaluated with the same
 stable formulas as the reference (the scalar helpers below) and rounded once
 when stored; loss sums accumulate in float64.  The fastmath flags are the
 narrow ``_config.NUMBA_FASTMATH`` subset (reassociation, contraction), which
-leaves inf/NaN semantics alone.
+leaves inf/NaN semantics alone; kernels without a sum drop reassociation.
 
 Optional arrays (``out`` of a loss, ``dy`` of a loss backward, ``weight``,
 ``pos_weight``) are passed as None, and the ``x is None`` tests are resolved
@@ -330,7 +330,12 @@ def _entropy_rows(p, out):
         out[i] = 0.0 - s
 
 
-_K = {name: _serial_and_parallel(body) for name, body in {
+# Only the loss forwards and entropy sum anything: the other kernels are
+# compiled without "reassoc" (see _serial_and_parallel).
+_REDUCING = frozenset({"mse_loss", "l1_loss", "huber_loss", "log_cosh_loss", "kl_div",
+                       "binary_cross_entropy_with_logits", "entropy"})
+
+_K = {name: _serial_and_parallel(body, reduces=name in _REDUCING) for name, body in {
     "sigmoid": _sigmoid_fwd, "sigmoid_backward": _sigmoid_bwd,
     "log_sigmoid": _log_sigmoid_fwd, "log_sigmoid_backward": _log_sigmoid_bwd,
     "softplus": _softplus_fwd, "softplus_backward": _softplus_bwd,

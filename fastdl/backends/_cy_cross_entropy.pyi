@@ -1,0 +1,26 @@
+"""Type stubs for the compiled module ``fastdl.backends._cy_cross_entropy`` (kernels/cross_entropy.pyx).
+
+Kernels trust their arguments (see the contract in :mod:`fastdl.backends`):
+C-contiguous arrays, all float arrays of one dtype (float32 or float64, the
+fused type ``floating``), shapes checked by the caller.  Generated from the
+``def`` signatures; keep in sync when a kernel's signature changes
+(python .ci/gen_stubs.py; tests/test_install.py checks the names).
+"""
+
+from typing import TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+_F = TypeVar("_F", np.float32, np.float64)
+
+#: Whether the module was compiled with OpenMP (else its kernels run serially).
+HAVE_OPENMP: bool
+
+def cross_entropy_index(logits: NDArray[_F], target: NDArray[np.int64], weight: NDArray[_F], has_weight: bool, ignore_index: int, label_smoothing: float, scale: NDArray[np.float64], loss: NDArray[np.float64], grad: NDArray[_F], has_grad: bool, num_threads: int) -> None:
+    """Per-row loss (and scaled gradient) for class-index targets."""
+    ...
+
+def cross_entropy_prob(logits: NDArray[_F], target: NDArray[_F], weight: NDArray[_F], has_weight: bool, label_smoothing: float, scale: NDArray[np.float64], loss: NDArray[np.float64], grad: NDArray[_F], has_grad: bool, num_threads: int) -> None:
+    """Per-row loss (and scaled gradient) for probability targets."""
+    ...

@@ -1,0 +1,38 @@
+"""Type stubs for the compiled module ``fastdl.backends._cy_softmax`` (kernels/softmax.pyx).
+
+Kernels trust their arguments (see the contract in :mod:`fastdl.backends`):
+C-contiguous arrays, all float arrays of one dtype (float32 or float64, the
+fused type ``floating``), shapes checked by the caller.  Generated from the
+``def`` signatures; keep in sync when a kernel's signature changes
+(python .ci/gen_stubs.py; tests/test_install.py checks the names).
+"""
+
+from typing import TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+_F = TypeVar("_F", np.float32, np.float64)
+
+#: Whether the module was compiled with OpenMP (else its kernels run serially).
+HAVE_OPENMP: bool
+
+def logsumexp(x: NDArray[_F], out: NDArray[_F], num_threads: int) -> None:
+    """out[i] = log(sum(exp(x[i]))) for every row i (stable)."""
+    ...
+
+def softmax(x: NDArray[_F], out: NDArray[_F], num_threads: int) -> None:
+    """out[i] = softmax(x[i]); out may be x."""
+    ...
+
+def log_softmax(x: NDArray[_F], out: NDArray[_F], num_threads: int) -> None:
+    """out[i] = log_softmax(x[i]); out may be x."""
+    ...
+
+def softmax_backward(dy: NDArray[_F], y: NDArray[_F], out: NDArray[_F], num_threads: int) -> None:
+    """out = y * (dy - sum(dy * y, axis=1, keepdims=True))."""
+    ...
+
+def log_softmax_backward(dy: NDArray[_F], y: NDArray[_F], out: NDArray[_F], num_threads: int) -> None:
+    """out = dy - exp(y) * sum(dy, axis=1, keepdims=True)."""
+    ...
