@@ -65,12 +65,24 @@ cdef inline floating row_max(const floating* x, Py_ssize_t n) noexcept nogil:
     callers feed every element through exp(x - max), so a NaN still reaches
     the row's sum and makes the result NaN, as the reference requires.
     """
+    cdef floating acc[LANES]
     cdef floating m = -INFINITY
-    cdef Py_ssize_t j
-    for j in range(n):
-        # `x > m ? x : m` is exactly the x86 maxps/maxpd operand order, so
-        # gcc can turn this into a vector max without changing NaN behaviour.
+    cdef Py_ssize_t j, jb, k, nb = n - n % LANES
+    # LANES independent running maxima, like the sums below: one serial
+    # chain of compare-selects cannot be vectorised (without -ffast-math gcc
+    # will not reorder it), while LANES independent ones map onto one
+    # vector max per step.  `v > m ? v : m` is exactly the x86 maxps/maxpd
+    # operand order, so NaN handling is unchanged.
+    for k in range(LANES):
+        acc[k] = -INFINITY
+    for jb in range(nb // LANES):
+        j = jb * LANES
+        for k in range(LANES):
+            acc[k] = x[j + k] if x[j + k] > acc[k] else acc[k]
+    for j in range(nb, n):
         m = x[j] if x[j] > m else m
+    for k in range(LANES):
+        m = acc[k] if acc[k] > m else m
     return m
 
 

@@ -10,8 +10,8 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport log, isfinite
 
-from _common cimport (FASTDL_HAVE_OPENMP, fexp, row_max, exp_sum,
-                      exp_sum_store, row_sum, row_dot)
+from _common cimport (FASTDL_HAVE_OPENMP, EXP_BLOCK, fexp, fastdl_expf_shift,
+                      row_max, exp_sum, exp_sum_store, row_sum, row_dot)
 
 HAVE_OPENMP = bool(FASTDL_HAVE_OPENMP)
 
@@ -75,10 +75,22 @@ cdef inline void _log_softmax_backward_row(const floating* dy,
                                            const floating* y, floating* out,
                                            Py_ssize_t n) noexcept nogil:
     cdef double total = row_sum(dy, n)
-    cdef Py_ssize_t j
-    # out may alias dy or y: element j of both is read before out[j] is set.
-    for j in range(n):
-        out[j] = <floating>(<double>dy[j] - <double>fexp(y[j]) * total)
+    cdef Py_ssize_t j, j0, jb, m
+    cdef float buf[EXP_BLOCK]
+    # out may alias dy or y: element j of both is read before out[j] is set
+    # (float32: a block of y is exponentiated into buf before that block of
+    # out is written).
+    if floating is float:
+        # float32: exp(y) a block at a time through the SIMD exp loop.
+        for jb in range((n + EXP_BLOCK - 1) // EXP_BLOCK):
+            j0 = jb * EXP_BLOCK
+            m = min(<Py_ssize_t>EXP_BLOCK, n - j0)
+            fastdl_expf_shift(y + j0, 0.0, buf, m)
+            for j in range(m):
+                out[j0 + j] = <float>(<double>dy[j0 + j] - <double>buf[j] * total)
+    else:
+        for j in range(n):
+            out[j] = <floating>(<double>dy[j] - fexp(y[j]) * total)
 
 
 # ------------------------------------------------------------------ kernels
