@@ -130,6 +130,11 @@ def set_backend(name):
     and uses the NumPy reference only when none works.  A
     :func:`use_backend` block in a thread takes precedence in that thread.
 
+    Parameters
+    ----------
+    name : str
+        ``"auto"``, ``"cython"``, ``"numba"`` or ``"numpy"``.
+
     Raises
     ------
     ValueError
@@ -144,6 +149,17 @@ def set_backend(name):
 @contextlib.contextmanager
 def use_backend(name):
     """Context manager: run the enclosed code, in this thread only, with ``name``.
+
+    Parameters
+    ----------
+    name : str
+        ``"auto"`` or a backend from :func:`available_backends`; restored to
+        the previous choice when the block exits.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is unknown or unavailable here.
 
     Examples
     --------
@@ -197,7 +213,9 @@ def set_num_threads(n):
     ----------
     n : int
         From 1 to :func:`fastdl._config.default_num_threads` (every usable
-        core, or ``FASTDL_NUM_THREADS``).
+        core, or ``FASTDL_NUM_THREADS``).  In a process created by
+        ``os.fork()`` (e.g. a ``multiprocessing`` "fork" pool) the limit is
+        1: see :func:`forked_child`.
 
     Raises
     ------
@@ -207,12 +225,60 @@ def set_num_threads(n):
         If ``n`` is not an integer.
     """
     n = operator.index(n)
-    limit = _config.default_num_threads()
+    limit = 1 if _forked_child else _config.default_num_threads()
     if not 1 <= n <= limit:
-        raise ValueError(f"num_threads must be between 1 and {limit}, got {n}")
+        why = (" in a forked child process (GNU OpenMP's thread pool does not "
+               "survive fork(); use the 'spawn' or 'forkserver' start method "
+               "for parallel kernels in workers)") if _forked_child else ""
+        raise ValueError(f"num_threads must be between 1 and {limit}{why}, got {n}")
     _config.state.num_threads = n
 
 
 def get_num_threads():
     """The number of threads fastdl's parallel kernels use."""
     return _config.state.num_threads
+
+
+# --------------------------------------------------------------------------
+# fork safety
+# --------------------------------------------------------------------------
+#
+# GNU OpenMP (libgomp, used by the Cython kernels and by Numba's "omp"
+# threading layer) keeps its worker threads in a pool that fork() does not
+# copy: a child that opens a parallel region after its parent used one waits
+# forever for threads that do not exist.  Measured here (libgomp, Numba
+# 0.68.1, a "fork" multiprocessing pool created after the parent ran
+# softmax on 131,072 elements): every Cython child hung in its first
+# parallel kernel, and every Numba child aborted with "Terminating: fork()
+# called from a process already using GNU OpenMP, this is unsafe." (Numba
+# checks for this), which leaves the pool's map() waiting forever.
+# A region with one thread never touches the pool, so a forked child runs
+# every kernel single-threaded: the hook below sets fastdl's thread count to
+# 1 (Numba then takes its serial dispatchers and Cython passes
+# num_threads=1), and set_num_threads refuses more in that process.  Pool
+# workers are usually one per core anyway; use the "spawn" or "forkserver"
+# start method for workers that need parallel kernels.  The locks are
+# recreated because a thread of the parent may have held one at fork time.
+
+_forked_child = False
+
+
+def forked_child():
+    """True in a process made by ``os.fork()`` after fastdl was imported.
+
+    Such a process runs every kernel on one thread (GNU OpenMP cannot run a
+    parallel region in a forked child whose parent used one), and
+    :func:`set_num_threads` accepts only 1 there.
+    """
+    return _forked_child
+
+
+def _after_fork_in_child():
+    global _forked_child, _lock
+    _forked_child = True
+    _lock = threading.Lock()
+    _config.state.num_threads = 1
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork_in_child)

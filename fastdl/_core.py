@@ -522,7 +522,17 @@ def _ce_args(logits, target, weight, ignore_index, reduction, label_smoothing):
                 f"{a.n_classes} classes; valid labels are 0..{a.n_classes - 1} "
                 f"or ignore_index={a.ignore_index}"
             )
-        a.target = np.ascontiguousarray(t, dtype=np.int64)
+        # The kernels compare int64 labels with an int64 ignore_index.  An
+        # ignore_index outside int64 (e.g. 2**70, or 2**64 - 1 matching a
+        # uint64 label) would overflow there, so every ignored row gets a
+        # label the kernels read as ignored: ignore_index itself when it
+        # fits, else -1 (no valid label is negative).
+        kernel_ignore = a.ignore_index if -2**63 <= a.ignore_index < 2**63 else -1
+        target64 = np.ascontiguousarray(t, dtype=np.int64)
+        if kernel_ignore != a.ignore_index and not valid.all():
+            target64 = np.where(valid, target64, kernel_ignore)
+        a.target = target64
+        a.ignore_index = kernel_ignore
         a.valid = valid
     elif t.dtype.kind == "f":
         a.kind = "prob"

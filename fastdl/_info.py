@@ -38,6 +38,9 @@ def _numba_info() -> dict[str, str]:
             layer = f"{numba.threading_layer()} (in use)"
         except ValueError:  # no parallel kernel has run yet
             layer = f"{layer} (configured; none launched yet)"
+        status = getattr(mod, "layer_status", None)
+        if status and status.get("layer") is not None:
+            layer += f"; {status['note']}"
     info["numba threading layer"] = layer
     info["numba threads"] = f"{numba.config.NUMBA_NUM_THREADS} in the pool"
     status = _config.numba_cache_status
@@ -125,7 +128,8 @@ def config_info() -> dict[str, str]:
     if cy is not None:
         info.update(_cython_info(cy))
     info["cpu simd"] = _cpu_simd()
-    info["fastdl threads"] = str(_backend.get_num_threads())
+    info["fastdl threads"] = str(_backend.get_num_threads()) + (
+        " (forked child: kernels run on one thread)" if _backend.forked_child() else "")
     info["parallel threshold"] = f"{_config.PARALLEL_MIN_ELEMENTS} elements"
     info["openmp wait"] = (
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "

@@ -52,13 +52,11 @@ _OPTIONS = dict(cache=config.numba_cache_setup(), fastmath=set(config.NUMBA_FAST
 _njit = numba.njit(**_OPTIONS)
 
 
-def _serial_and_parallel(body, *, reduces=True):
+def _serial_and_parallel(body, *, fastmath=None):
     """Two lazy dispatchers, ``(serial, parallel)``, from one kernel body.
 
-    ``reduces=False`` drops "reassoc" from the fastmath flags: a kernel with
-    no sum to vectorise gains nothing from it, and it would let LLVM
-    regroup a product such as ``dy * (a * b)`` into ``(dy * a) * b``, which
-    can overflow to inf at extreme inputs where the written order does not.
+    ``fastmath`` replaces the default flag set for this body (the elementwise
+    family narrows it: see numba_elementwise).
 
     The parallel dispatcher is compiled from a copy of the function object
     that shares the body's code but has its own ``__qualname__``: Numba's
@@ -69,8 +67,8 @@ def _serial_and_parallel(body, *, reduces=True):
     serial code from the cache).
     """
     options = dict(_OPTIONS)
-    if not reduces:
-        options["fastmath"] = options["fastmath"] - {"reassoc"}
+    if fastmath is not None:
+        options["fastmath"] = set(fastmath)
     serial = numba.njit(parallel=False, **options)(body)
     twin = _pytypes.FunctionType(body.__code__, body.__globals__,
                                  body.__name__, body.__defaults__,

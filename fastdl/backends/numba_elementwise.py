@@ -10,9 +10,9 @@ element count (``_config.threads_for``).  Nothing compiles at import time.
 
 Precision: every element is widened to float64, evaluated with the same
 stable formulas as the reference (the scalar helpers below) and rounded once
-when stored; loss sums accumulate in float64.  The fastmath flags are the
-narrow ``_config.NUMBA_FASTMATH`` subset (reassociation, contraction), which
-leaves inf/NaN semantics alone; kernels without a sum drop reassociation.
+when stored; loss sums accumulate in float64.  Fastmath: reassociation for
+the kernels that sum, nothing else (see ``_flags``), so inf/NaN and overflow
+behave exactly as in the reference.
 
 Optional arrays (``out`` of a loss, ``dy`` of a loss backward, ``weight``,
 ``pos_weight``) are passed as None, and the ``x is None`` tests are resolved
@@ -330,12 +330,22 @@ def _entropy_rows(p, out):
         out[i] = 0.0 - s
 
 
-# Only the loss forwards and entropy sum anything: the other kernels are
-# compiled without "reassoc" (see _serial_and_parallel).
+# Fastmath flags, narrower than the row kernels': only the loss forwards and
+# entropy sum anything, and they get "reassoc" so LLVM can vectorise the sum;
+# every other kernel gets none.  "reassoc" would let LLVM regroup a product
+# such as dy * (a * b) into (dy * a) * b, and "contract" would fuse
+# (1 - t) * x + c into an FMA that skips an intermediate overflow: either
+# can turn an inf that NumPy, Cython (built with -ffp-contract=off) and
+# PyTorch give at extreme inputs into a finite number, or the reverse.
 _REDUCING = frozenset({"mse_loss", "l1_loss", "huber_loss", "log_cosh_loss", "kl_div",
                        "binary_cross_entropy_with_logits", "entropy"})
 
-_K = {name: _serial_and_parallel(body, reduces=name in _REDUCING) for name, body in {
+
+def _flags(name):
+    return {"reassoc"} if name in _REDUCING else set()
+
+
+_K = {name: _serial_and_parallel(body, fastmath=_flags(name)) for name, body in {
     "sigmoid": _sigmoid_fwd, "sigmoid_backward": _sigmoid_bwd,
     "log_sigmoid": _log_sigmoid_fwd, "log_sigmoid_backward": _log_sigmoid_bwd,
     "softplus": _softplus_fwd, "softplus_backward": _softplus_bwd,
