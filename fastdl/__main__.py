@@ -33,9 +33,9 @@ def main(argv=None):
 
         return run_train_demo(rest)
     if command == "bench":
-        from ._demo import run_kernel_demo
+        from ._bench_report import run_report
 
-        return run_kernel_demo(rest)
+        return run_report(rest)
     if command == "info":
         from ._info import show_config
 
