@@ -140,9 +140,14 @@ def relu(const floating[::1] x, floating[::1] out, int num_threads):
 def relu_backward(const floating[::1] dy, const floating[::1] x,
                   floating[::1] out, int num_threads):
     # 0 where x <= 0 (derivative at 0 taken as 0), dy elsewhere incl. NaN.
+    # dy is read unconditionally: a load under the condition kept gcc from
+    # vectorising the loop, a select of two registers vectorises (measured
+    # on 8192 float32 elements, serial build: 9.6 us -> 2.0 us).
     cdef Py_ssize_t i
+    cdef floating d
     for i in prange(x.shape[0], nogil=True, schedule='static', num_threads=num_threads):
-        out[i] = 0 if x[i] <= 0 else dy[i]
+        d = dy[i]
+        out[i] = 0 if x[i] <= 0 else d
 
 
 def leaky_relu(const floating[::1] x, double negative_slope, floating[::1] out,

@@ -12,6 +12,10 @@ from cython.parallel cimport prange
 from cython cimport floating
 from libc.math cimport sqrt, sqrtf
 
+from _common cimport FASTDL_HAVE_OPENMP
+
+HAVE_OPENMP = bool(FASTDL_HAVE_OPENMP)
+
 
 cdef inline floating _sqrt(floating x) noexcept nogil:
     if floating is float:

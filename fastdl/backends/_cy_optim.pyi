@@ -14,6 +14,9 @@ from numpy.typing import NDArray
 
 _F = TypeVar("_F", np.float32, np.float64)
 
+#: Whether the module was compiled with OpenMP (else its kernels run serially).
+HAVE_OPENMP: bool
+
 def sgd_step(w: NDArray[_F], g: NDArray[_F], buf: NDArray[_F], has_buf: bool, lr: float, momentum: float, nesterov: bool, weight_decay: float, first: bool, num_threads: int) -> None: ...
 
 def adam_step(w: NDArray[_F], g: NDArray[_F], m: NDArray[_F], v: NDArray[_F], lr: float, beta1: float, beta2: float, eps: float, weight_decay: float, bc1: float, bc2: float, num_threads: int) -> None: ...

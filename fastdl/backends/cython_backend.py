@@ -1,8 +1,8 @@
 """The Cython backend: compiled OpenMP kernels built from ``kernels/*.pyx``.
 
 A thin layer over the compiled modules ``_cy_softmax``, ``_cy_cross_entropy``
-and ``_cy_affine``: it picks the thread count for each call from
-:func:`fastdl._config.threads_for`, turns ``None`` options into the flags the
+and ``_cy_affine`` (each in an OpenMP and a serial build, chosen per call by
+:mod:`fastdl.backends._cython_select`), which turns ``None`` options into the flags the
 kernels take, and handles empty arrays (which the compiled kernels do not
 accept) here.  The affine GEMMs go through ``np.matmul`` (BLAS); only the
 bias add and the bias gradient are Cython kernels.
@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastdl import _config
-from fastdl.backends import _cy_affine, _cy_cross_entropy, _cy_softmax
+from fastdl.backends._cython_select import Module
+
+_cy_affine = Module("affine")
+_cy_cross_entropy = Module("cross_entropy")
+_cy_softmax = Module("softmax")
 
 NAME = "cython"
 
 #: Whether the extensions were compiled with OpenMP (else they run serially).
-HAVE_OPENMP = bool(_cy_softmax.HAVE_OPENMP)
+HAVE_OPENMP = _cy_softmax.HAVE_OPENMP
 
 # Stand-ins for the optional arrays (weight=None; grad=None, when scale may
 # be None too): the kernels take a typed buffer plus a flag and never touch
@@ -40,25 +43,22 @@ _DUMMY_SCALE = np.zeros(1, np.float64)
 _DUMMY_SCALE.flags.writeable = False
 
 
-def _threads(n_elements):
-    return _config.threads_for(int(n_elements))
-
-
 def affine_forward(x, W, b, out):
     np.matmul(x, W.T, out=out)
     if b is not None and out.size:
-        _cy_affine.bias_add(out, b, _threads(out.size))
+        _cy_affine.bias_add(out.dtype, out.size, out, b)
 
 
 def affine_backward(dy, x, W, dx, dW, db):
-    np.matmul(dy, W, out=dx)
+    if dx is not None:
+        np.matmul(dy, W, out=dx)
     np.matmul(dy.T, x, out=dW)
     if db is None or db.size == 0:
         return
     if dy.shape[0] == 0:
         db[...] = 0
         return
-    _cy_affine.bias_grad(dy, db, _threads(dy.size))
+    _cy_affine.bias_grad(dy.dtype, dy.size, dy, db)
 
 
 def logsumexp(x, out):
@@ -67,27 +67,27 @@ def logsumexp(x, out):
     if x.shape[1] == 0:
         out[...] = -np.inf  # log(sum of nothing) = log(0)
         return
-    _cy_softmax.logsumexp(x, out, _threads(x.size))
+    _cy_softmax.logsumexp(x.dtype, x.size, x, out)
 
 
 def softmax(x, out):
     if x.size:
-        _cy_softmax.softmax(x, out, _threads(x.size))
+        _cy_softmax.softmax(x.dtype, x.size, x, out)
 
 
 def log_softmax(x, out):
     if x.size:
-        _cy_softmax.log_softmax(x, out, _threads(x.size))
+        _cy_softmax.log_softmax(x.dtype, x.size, x, out)
 
 
 def softmax_backward(dy, y, out):
     if y.size:
-        _cy_softmax.softmax_backward(dy, y, out, _threads(y.size))
+        _cy_softmax.softmax_backward(y.dtype, y.size, dy, y, out)
 
 
 def log_softmax_backward(dy, y, out):
     if y.size:
-        _cy_softmax.log_softmax_backward(dy, y, out, _threads(y.size))
+        _cy_softmax.log_softmax_backward(y.dtype, y.size, dy, y, out)
 
 
 def _weight_arg(weight, dtype):
@@ -114,8 +114,8 @@ def cross_entropy_index(logits, target, weight, ignore_index, label_smoothing,
     w, has_w = _weight_arg(weight, logits.dtype)
     g, sc, has_g = _grad_args(grad, scale, logits.dtype)
     _cy_cross_entropy.cross_entropy_index(
-        logits, target, w, has_w, int(ignore_index), float(label_smoothing),
-        sc, loss, g, has_g, _threads(logits.size))
+        logits.dtype, logits.size, logits, target, w, has_w, int(ignore_index),
+        float(label_smoothing), sc, loss, g, has_g)
 
 
 def cross_entropy_prob(logits, target, weight, label_smoothing, scale, loss,
@@ -129,5 +129,5 @@ def cross_entropy_prob(logits, target, weight, label_smoothing, scale, loss,
     w, has_w = _weight_arg(weight, logits.dtype)
     g, sc, has_g = _grad_args(grad, scale, logits.dtype)
     _cy_cross_entropy.cross_entropy_prob(
-        logits, target, w, has_w, float(label_smoothing), sc, loss, g,
-        has_g, _threads(logits.size))
+        logits.dtype, logits.size, logits, target, w, has_w, float(label_smoothing),
+        sc, loss, g, has_g)

@@ -1,7 +1,7 @@
 """The "elementwise" kernel family on Cython (``kernels/elementwise.pyx``).
 
-A thin layer over the compiled module ``_cy_elementwise``: it picks each
-call's thread count with :func:`fastdl._config.threads_for`, turns the
+A thin layer over the compiled module ``_cy_elementwise`` (an OpenMP and a
+serial build, chosen per call by :mod:`fastdl.backends._cython_select`): it turns the
 contract's ``None`` arrays into a flag plus a stand-in buffer (the compiled
 kernels take typed buffers), and returns early on empty arrays.
 
@@ -15,23 +15,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastdl import _config
-from fastdl.backends import _cy_elementwise as _cy
+from fastdl.backends._cython_select import Module
+
+_cy = Module("elementwise")
 
 NAME = "cython"
 
 #: Whether the extension was compiled with OpenMP (else it runs serially).
-HAVE_OPENMP = bool(_cy.HAVE_OPENMP)
+HAVE_OPENMP = _cy.HAVE_OPENMP
 
 # Stand-ins for absent optional arrays, one per dtype (fused-type arguments of
 # one call must share a dtype).  Length 1 and never read or written: the
 # kernels test the matching flag first.  Writable because the output views
 # are not const; nothing ever writes to them.
 _STANDIN = {np.dtype(dt): np.zeros(1, dt) for dt in (np.float32, np.float64)}
-
-
-def _threads(n):
-    return _config.threads_for(int(n))
 
 
 def _opt(a, dtype):
@@ -43,7 +40,7 @@ def _activation(name, compiled):
     def kernel(*args):
         n = args[0].shape[0]
         if n:
-            compiled(*args, _threads(n))
+            compiled(args[0].dtype, n, *args)
     kernel.__name__ = kernel.__qualname__ = name
     kernel.__doc__ = f"``{name}`` of the elementwise contract (Cython)."
     return kernel
@@ -66,7 +63,7 @@ def _loss_forward(name, compiled):
         if n == 0:
             return 0.0
         buf, has_out = _opt(out, input.dtype)
-        return float(compiled(input, target, *options, buf, has_out, _threads(n)))
+        return float(compiled(input.dtype, n, input, target, *options, buf, has_out))
     kernel.__name__ = kernel.__qualname__ = name
     kernel.__doc__ = f"``{name}`` of the elementwise contract (Cython)."
     return kernel
@@ -79,7 +76,7 @@ def _loss_backward(name, compiled):
         if n == 0:
             return
         d, has_dy = _opt(dy, input.dtype)
-        compiled(d, has_dy, input, target, *rest, _threads(n))
+        compiled(input.dtype, n, d, has_dy, input, target, *rest)
     kernel.__name__ = kernel.__qualname__ = name
     kernel.__doc__ = f"``{name}`` of the elementwise contract (Cython)."
     return kernel
@@ -101,7 +98,7 @@ def binary_cross_entropy_with_logits(input, target, weight, pos_weight, out):
     pw, has_pw = _opt(pos_weight, dt)
     o, has_out = _opt(out, dt)
     return float(_cy.binary_cross_entropy_with_logits(
-        input, target, w, has_w, pw, has_pw, o, has_out, _threads(n)))
+        dt, n, input, target, w, has_w, pw, has_pw, o, has_out))
 
 
 def binary_cross_entropy_with_logits_backward(dy, input, target, weight, pos_weight,
@@ -114,10 +111,10 @@ def binary_cross_entropy_with_logits_backward(dy, input, target, weight, pos_wei
     w, has_w = _opt(weight, dt)
     pw, has_pw = _opt(pos_weight, dt)
     _cy.binary_cross_entropy_with_logits_backward(
-        d, has_dy, input, target, w, has_w, pw, has_pw, float(scale), out, _threads(n))
+        dt, n, d, has_dy, input, target, w, has_w, pw, has_pw, float(scale), out)
 
 
 def entropy(p, out):
     if p.shape[0] == 0:
         return
-    _cy.entropy(p, out, _threads(p.size))
+    _cy.entropy(p.dtype, p.size, p, out)

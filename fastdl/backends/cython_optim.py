@@ -5,8 +5,9 @@ See :mod:`fastdl.backends.numpy_optim` for the contract.
 
 from __future__ import annotations
 
-from fastdl import _config
-from fastdl.backends import _cy_optim as _cy
+from fastdl.backends._cython_select import Module
+
+_cy = Module("optim")
 
 NAME = "cython"
 
@@ -15,12 +16,11 @@ def sgd_step(w, g, buf, lr, momentum, nesterov, weight_decay, first):
     n = w.shape[0]
     if n:
         # The momentum buffer is optional: w stands in for it, never touched.
-        _cy.sgd_step(w, g, w if buf is None else buf, buf is not None, lr, momentum,
-                     nesterov, weight_decay, first, _config.threads_for(n))
+        _cy.sgd_step(w.dtype, n, w, g, w if buf is None else buf, buf is not None, lr,
+                     momentum, nesterov, weight_decay, first)
 
 
 def adam_step(w, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2):
     n = w.shape[0]
     if n:
-        _cy.adam_step(w, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2,
-                      _config.threads_for(n))
+        _cy.adam_step(w.dtype, n, w, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2)
