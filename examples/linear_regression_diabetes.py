@@ -44,7 +44,7 @@ def main(sgd_epochs=30, max_full_steps=2000, tol=1e-8, seed=0, verbose=True):
     for epoch in range(sgd_epochs):
         for xb, yb in data.batches(X, Y, 32, rng=rng):
             crit.forward(model.forward(xb), yb)
-            model.backward(crit.backward())
+            model.backward(crit.backward(), input_grad=False)
             opt.step()
     after_sgd = rel_error()
 
@@ -60,7 +60,7 @@ def main(sgd_epochs=30, max_full_steps=2000, tol=1e-8, seed=0, verbose=True):
     steps = 0
     while steps < max_full_steps and rel_error() > tol:
         crit.forward(model.forward(X), Y)
-        model.backward(crit.backward())
+        model.backward(crit.backward(), input_grad=False)
         opt.step()
         steps += 1
     result = {"rel_error_after_sgd": after_sgd, "full_batch_steps": steps,

@@ -31,7 +31,7 @@ def main(epochs=60, batch_size=32, lr=1e-2, seed=0, verbose=True):
         total = 0.0
         for xb, tb in data.batches(X_tr, T_tr, batch_size, rng=rng):
             total += float(crit.forward(model.forward(xb), tb)) * len(xb)
-            model.backward(crit.backward())
+            model.backward(crit.backward(), input_grad=False)
             opt.step()
         if verbose and (epoch + 1) % 20 == 0:
             print(f"epoch {epoch + 1}: mean training loss {total / len(X_tr):.4f}")

@@ -34,7 +34,7 @@ def main(epochs=20, batch_size=64, lr=3e-3, hidden=128, seed=0, verbose=True):
             logits = model.forward(xb)
             correct += int(np.sum(logits.argmax(1) == yb))
             total += float(crit.forward(logits, yb)) * len(xb)
-            model.backward(crit.backward())
+            model.backward(crit.backward(), input_grad=False)
             opt.step()
         if verbose and (epoch + 1) % 5 == 0:
             print(f"epoch {epoch + 1}: loss {total / len(X_tr):.4f}, "

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 
 from ._backend import register_family, resolve
-from ._validate import c_contiguous, check_out, float_arrays_alike, kernel_buffer
+from ._validate import (
+    c_contiguous, check_out, fast_out, float_arrays_alike, kernel_buffer, plain, plain_float,
+)
 
 __all__ = [
     "sigmoid", "sigmoid_backward",
@@ -80,6 +83,19 @@ def _apply(op, named, options, out, backend):
     output may alias any input exactly (elementwise kernels read element i
     before writing it).
     """
+    # Fast path (see fastdl._validate): contiguous inputs of one dtype and
+    # shape, ``out`` absent or separate from them.
+    first = named[0][1]
+    dt = plain_float(first)
+    if dt is not None and first.ndim and all(
+            plain(a, dt) and a.shape == first.shape for _, a in named[1:]):
+        inputs = [a for _, a in named]
+        buf = (np.empty(first.shape, dt) if out is None
+               else fast_out(out, first.shape, dt, inputs))
+        if buf is not None:
+            getattr(kernels(op, backend), op)(*[a.ravel() for a in inputs], *options,
+                                               buf.ravel())
+            return buf
     named, dtype, shape = float_arrays_alike(named)
     flats = [_flat(a) for _, a in named]
     target = None

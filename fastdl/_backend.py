@@ -26,8 +26,20 @@ FAMILIES = {"core": ("backend", KERNEL_NAMES)}
 
 _loaded: dict = {}
 _unavailable: dict = {}
+#: resolve()'s answers, keyed by (backend name, op, family).  Only successes
+#: are stored, and a loaded module never changes, so entries never go stale.
+_resolved: dict = {}
 _lock = threading.Lock()
-_local = threading.local()
+
+
+class _ThreadChoice(threading.local):
+    # A class attribute as the default: reading a missing attribute of a
+    # threading.local raises (and catches) AttributeError, which made
+    # get_backend() ten times slower.
+    name = None
+
+
+_local = _ThreadChoice()
 
 
 def _check_name(name):
@@ -111,7 +123,7 @@ _default = _initial_backend()
 
 def get_backend():
     """The backend name in force in this thread (``"auto"`` by default)."""
-    return getattr(_local, "name", None) or _default
+    return _local.name or _default
 
 
 def _require(name):
@@ -169,7 +181,7 @@ def use_backend(name):
     'numpy'
     """
     _require(name)
-    previous = getattr(_local, "name", None)
+    previous = _local.name
     _local.name = name
     try:
         yield name
@@ -185,7 +197,19 @@ def resolve(op, backend=None, family="core"):
     ValueError
         If the backend named is unknown, unavailable, or lacks this family.
     """
-    name = get_backend() if backend is None else backend
+    name = (_local.name or _default) if backend is None else backend
+    try:
+        return _resolved[name, op, family]
+    except (KeyError, TypeError):  # TypeError: an unhashable backend= argument
+        pass
+    mod = _resolve_uncached(name, op, family)
+    if isinstance(name, str):
+        _resolved[name, op, family] = mod
+    return mod
+
+
+def _resolve_uncached(name, op, family):
+    _check_name(name)
     if name == "auto":
         for candidate in _config.AUTO_ORDER.get(op, _config.DEFAULT_AUTO_ORDER):
             if _load(candidate) is not None:

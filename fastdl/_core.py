@@ -14,6 +14,9 @@ import numpy as np
 
 from ._backend import resolve
 from ._validate import (
+    fast_out,
+    plain,
+    plain_float,
     c_contiguous,
     check_out,
     check_reduction,
@@ -94,6 +97,16 @@ def affine_forward(x, W, b=None, *, out=None, backend=None):
     array([[ 4., 11.],
            [ 4., 11.]])
     """
+    # Fast path (see fastdl._validate): 2-D contiguous inputs of one dtype.
+    dt = plain_float(x)
+    if (dt is not None and x.ndim == 2 and plain(W, dt) and W.ndim == 2
+            and x.shape[1] == W.shape[1]
+            and (b is None or (plain(b, dt) and b.shape == (W.shape[0],)))):
+        shape = (x.shape[0], W.shape[0])
+        buf = np.empty(shape, dt) if out is None else fast_out(out, shape, dt, (x, W, b))
+        if buf is not None:
+            resolve("affine_forward", backend).affine_forward(x, W, b, buf)
+            return buf
     x = float_array(x, "x")
     W = float_array(W, "W")
     named = [("x", x), ("W", W)]
@@ -122,7 +135,7 @@ def affine_forward(x, W, b=None, *, out=None, backend=None):
     return out
 
 
-def affine_backward(dy, x, W, *, bias=True, out=None, backend=None):
+def affine_backward(dy, x, W, *, bias=True, input_grad=True, out=None, backend=None):
     """Gradients of :func:`affine_forward`.
 
     Parameters
@@ -135,17 +148,21 @@ def affine_backward(dy, x, W, *, bias=True, out=None, backend=None):
         The weights.
     bias : bool, default True
         Whether to return the bias gradient.
+    input_grad : bool, default True
+        Whether to compute ``dx``.  The first layer of a network needs no
+        input gradient; False skips its GEMM (as PyTorch does for inputs
+        that do not require grad) and returns None for ``dx``.
     out : tuple (dx, dW, db) of ndarray, optional
         Buffers for the three results (exact shapes and dtype; ``db`` is
-        None when ``bias=False``), e.g. a layer's gradient arrays, so a
-        training step allocates nothing.
+        None when ``bias=False``, ``dx`` may be None), e.g. a layer's
+        gradient arrays, so a training step allocates nothing.
     backend : str, optional
         Backend for this call; None uses :func:`fastdl.get_backend`.
 
     Returns
     -------
-    dx : ndarray, shape of x
-        ``dy @ W``.
+    dx : ndarray, shape of x, or None
+        ``dy @ W``; None when ``input_grad=False``.
     dW : ndarray, shape (H, D)
         ``dy.T @ x``.
     db : ndarray, shape (H,), or None
@@ -165,6 +182,16 @@ def affine_backward(dy, x, W, *, bias=True, out=None, backend=None):
     >>> dx.shape, dW.shape, db
     ((4, 3), (2, 3), array([4., 4.]))
     """
+    input_grad = bool(input_grad)
+    # Fast path (see fastdl._validate): 2-D contiguous arrays of one dtype.
+    dt = plain_float(x)
+    if (dt is not None and x.ndim == 2 and plain(W, dt) and W.ndim == 2
+            and plain(dy, dt) and dy.shape == (x.shape[0], W.shape[0])
+            and x.shape[1] == W.shape[1]):
+        bufs = _affine_backward_fast_bufs(dy, x, W, bool(bias), input_grad, out, dt)
+        if bufs is not None:
+            resolve("affine_backward", backend).affine_backward(dy, x, W, *bufs)
+            return bufs
     dy = float_array(dy, "dy")
     x = float_array(x, "x")
     W = float_array(W, "W")
@@ -183,10 +210,7 @@ def affine_backward(dy, x, W, *, bias=True, out=None, backend=None):
     if out is None:
         outs = [None, None, None]
     else:
-        if not isinstance(out, tuple) or len(out) != 3:
-            raise TypeError("out must be a tuple (dx, dW, db)")
-        if (out[2] is None) == bool(bias):
-            raise ValueError("out's db must be None exactly when bias=False")
+        _check_affine_out(out, bias)
         outs = list(out)
         for name, o, (shape, _) in zip(("dx", "dW", "db"), outs, shapes):
             if o is not None:
@@ -197,6 +221,8 @@ def affine_backward(dy, x, W, *, bias=True, out=None, backend=None):
                   for t, (_, kshape) in zip(targets, shapes)]
     if not bias:
         db = None
+    if not input_grad:
+        dx = outs[0] = None
     resolve("affine_backward", backend).affine_backward(dy2, x2, W, dx, dW, db)
     results = []
     for o, t, buf, (shape, _) in zip(outs, targets, (dx, dW, db), shapes):
@@ -204,6 +230,39 @@ def affine_backward(dy, x, W, *, bias=True, out=None, backend=None):
             o[...] = buf.reshape(shape)
         results.append(o if o is not None else None if buf is None else buf.reshape(shape))
     return tuple(results)
+
+
+def _check_affine_out(out, bias):
+    if not isinstance(out, tuple) or len(out) != 3:
+        raise TypeError("out must be a tuple (dx, dW, db)")
+    if (out[2] is None) == bool(bias):
+        raise ValueError("out's db must be None exactly when bias=False")
+
+
+def _affine_backward_fast_bufs(dy, x, W, bias, input_grad, out, dt):
+    """(dx, dW, db) the kernel can write directly, or None for the general path."""
+    inputs = (dy, x, W)
+    shapes = (x.shape, W.shape, (W.shape[0],))
+    wanted = (input_grad, True, bias)
+    if out is None:
+        return tuple(np.empty(s, dt) if w else None for s, w in zip(shapes, wanted))
+    _check_affine_out(out, bias)
+    bufs = []
+    for o, s, w in zip(out, shapes, wanted):
+        if not w:
+            bufs.append(None)
+            continue
+        b = np.empty(s, dt) if o is None else fast_out(o, s, dt, inputs)
+        if b is None:
+            return None
+        bufs.append(b)
+    if bufs[2] is not None and (np.may_share_memory(bufs[2], bufs[1])
+                                or bufs[0] is not None
+                                and np.may_share_memory(bufs[2], bufs[0])):
+        return None
+    if bufs[0] is not None and np.may_share_memory(bufs[0], bufs[1]):
+        return None
+    return tuple(bufs)
 
 
 # --------------------------------------------------------------------------
@@ -644,6 +703,49 @@ def _ce_finish_grad(a, out, buf, target):
     return out
 
 
+_I64 = np.dtype(np.int64)
+
+
+def _ce_with_grad_fast(logits, target, ignore_index, reduction, label_smoothing, out,
+                       backend):
+    """:func:`cross_entropy_with_grad` for the common case, or None.
+
+    The case: (N, C) contiguous float logits with N, C >= 1, an int64 (N,)
+    target whose labels are all in [0, C) and none equal to
+    ``ignore_index`` (so "mean" divides by N), no class weights, a float
+    ``label_smoothing`` in [0, 1], ``out`` absent or separate.  Anything
+    else returns None and the general path (with its errors) runs.
+    """
+    dt = plain_float(logits)
+    if dt is None or logits.ndim != 2 or not plain(target, _I64):
+        return None
+    n, n_classes = logits.shape
+    if target.shape != (n,) or n == 0 or n_classes == 0 or type(ignore_index) is not int:
+        return None
+    if type(label_smoothing) is not float and type(label_smoothing) is not int:
+        return None
+    if not 0.0 <= label_smoothing <= 1.0:
+        return None
+    # argmin/argmax cost a tenth of min/max (no ufunc reduction machinery).
+    lo = target[target.argmin()]
+    hi = target[target.argmax()]
+    if lo < 0 or hi >= n_classes or lo <= ignore_index <= hi:
+        return None
+    buf = np.empty((n, n_classes), dt) if out is None else fast_out(out, (n, n_classes), dt,
+                                                                     (logits, target))
+    if buf is None:
+        return None
+    scale = np.empty(n, np.float64)
+    scale.fill(1.0 / n if reduction == "mean" else 1.0)
+    loss = np.empty(n, np.float64)
+    # No label equals ignore_index, so any value outside [lo, hi] serves the
+    # kernel; -1 also fits its int64 argument whatever ignore_index is.
+    resolve("cross_entropy", backend).cross_entropy_index(
+        logits, target, None, -1, float(label_smoothing), scale, loss, buf)
+    total = math.fsum(loss.tolist()) if n < 1 << 16 else float(np.sum(loss))
+    return dt.type(total / n if reduction == "mean" else total), buf
+
+
 _CE_DOC_OPTIONS = """    weight : ndarray, shape (C,), optional
         Per-class rescaling weights, of the logits' dtype.
     ignore_index : int, default -100
@@ -789,6 +891,11 @@ def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
     >>> round(float(loss), 6), dlogits
     (0.693147, array([[ 0.5, -0.5]]))
     """
+    if weight is None and (reduction == "mean" or reduction == "sum"):
+        fast = _ce_with_grad_fast(logits, target, ignore_index, reduction,
+                                  label_smoothing, out, backend)
+        if fast is not None:
+            return fast
     a = _ce_args(logits, target, weight, ignore_index, reduction, label_smoothing)
     denom = _ce_denominator(a)
     scale = _ce_scale(a, 1.0, denom)

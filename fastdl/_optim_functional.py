@@ -12,7 +12,7 @@ import operator
 import numpy as np
 
 from ._backend import register_family, resolve
-from ._validate import float_arrays_alike
+from ._validate import float_arrays_alike, plain, plain_float
 
 __all__ = ["sgd_step", "adam_step"]
 
@@ -35,6 +35,17 @@ def _flat_views(named):
     Returns (flat arrays, write-backs): an array that is not C-contiguous is
     updated through a contiguous copy, copied back by ``_write_back``.
     """
+    # Fast path (see fastdl._validate): contiguous, one dtype and shape.
+    first = named[0][1]
+    dt = plain_float(first)
+    if dt is not None:
+        shape = first.shape
+        for name, a in named:
+            if not (plain(a, dt) and a.shape == shape
+                    and (name == "grad" or a.flags.writeable)):
+                break
+        else:
+            return [a.ravel() for _, a in named], ()
     arrays, _, _ = float_arrays_alike(named)
     flats, pending = [], []
     for name, a in arrays:
@@ -106,23 +117,34 @@ def sgd_step(param, grad, momentum_buffer=None, *, lr, momentum=0.0, nesterov=Fa
     >>> fastdl.sgd_step(w, np.array([4.0, 2.0]), lr=0.1)
     array([0.6, 0.8])
     """
+    hyper = _sgd_hyperparameters(lr, momentum, nesterov, weight_decay)
+    _sgd_update(param, grad, momentum_buffer, hyper, bool(first_step), backend)
+    return param
+
+
+def _sgd_hyperparameters(lr, momentum, nesterov, weight_decay):
+    """SGD's checked hyperparameters ``(lr, momentum, nesterov, weight_decay)``."""
     lr = _hyper(lr, "lr")
     momentum = _hyper(momentum, "momentum")
     weight_decay = _hyper(weight_decay, "weight_decay")
-    if momentum and momentum_buffer is None:
-        raise ValueError("momentum > 0 needs a momentum_buffer")
     if nesterov and not momentum:
         raise ValueError("Nesterov momentum requires a momentum > 0")
+    return lr, momentum, bool(nesterov), weight_decay
+
+
+def _sgd_update(param, grad, momentum_buffer, hyper, first_step, backend):
+    """:func:`sgd_step` with hyperparameters already checked by _sgd_hyperparameters."""
+    lr, momentum, nesterov, weight_decay = hyper
+    if momentum and momentum_buffer is None:
+        raise ValueError("momentum > 0 needs a momentum_buffer")
     named = [("param", param), ("grad", grad)]
     if momentum:
         named.append(("momentum_buffer", momentum_buffer))
     flats, pending = _flat_views(named)
-    w, g = flats[0], flats[1]
-    buf = flats[2] if momentum else None
     resolve("sgd_step", backend, FAMILY).sgd_step(
-        w, g, buf, lr, momentum, bool(nesterov), weight_decay, bool(first_step))
+        flats[0], flats[1], flats[2] if momentum else None, lr, momentum, nesterov,
+        weight_decay, first_step)
     _write_back(pending)
-    return param
 
 
 def adam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, betas=(0.9, 0.999),
@@ -176,20 +198,36 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, betas=(0.9, 0.
     >>> fastdl.adam_step(w, np.array([0.5]), m, v, step=1, lr=0.1)  # first step moves by lr
     array([0.9])
     """
+    hyper = _adam_hyperparameters(lr, betas, eps, weight_decay)
+    _adam_update(param, grad, exp_avg, exp_avg_sq, hyper, _step_number(step), backend)
+    return param
+
+
+def _step_number(step):
     try:
         t = operator.index(step)
     except TypeError:
         raise TypeError(f"step must be an integer, got {step!r}") from None
     if t < 1:
         raise ValueError(f"step counts from 1, got {t}")
+    return t
+
+
+def _adam_hyperparameters(lr, betas, eps, weight_decay):
+    """Adam's checked hyperparameters ``(lr, beta1, beta2, eps, weight_decay)``."""
     lr = _hyper(lr, "lr")
     eps = _hyper(eps, "eps")
     weight_decay = _hyper(weight_decay, "weight_decay")
     beta1, beta2 = (_hyper(b, f"betas[{i}]", upper=1.0) for i, b in enumerate(betas))
+    return lr, beta1, beta2, eps, weight_decay
+
+
+def _adam_update(param, grad, exp_avg, exp_avg_sq, hyper, t, backend):
+    """:func:`adam_step` with checked hyperparameters and step number ``t``."""
+    lr, beta1, beta2, eps, weight_decay = hyper
     flats, pending = _flat_views(
         [("param", param), ("grad", grad), ("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)])
     w, g, m, v = flats
     resolve("adam_step", backend, FAMILY).adam_step(
         w, g, m, v, lr, beta1, beta2, eps, weight_decay, 1.0 - beta1 ** t, 1.0 - beta2 ** t)
     _write_back(pending)
-    return param

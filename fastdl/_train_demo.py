@@ -72,7 +72,7 @@ def train(epochs, batch_size, lr, seed, *, progress=True):
             correct += int(np.sum(logits.argmax(1) == yb))
             total += float(crit.forward(logits, yb)) * len(xb)
             seen += len(xb)
-            model.backward(crit.backward())
+            model.backward(crit.backward(), input_grad=False)
             opt.step()
             if bar is not None:
                 bar.update(1)
@@ -99,7 +99,7 @@ def _fastdl_step(seed, lr):
 
     def step(x, y):
         crit.forward(model.forward(x), y)
-        model.backward(crit.backward())
+        model.backward(crit.backward(), input_grad=False)
         opt.step()
     return step
 

@@ -150,17 +150,22 @@ class Affine(Layer):
             out = _buffer(self._bufs, "y", shape, self.W.value.dtype)
         return affine_forward(x, self.W.value, None if self.b is None else self.b.value, out=out)
 
-    def backward(self, dy):
+    def backward(self, dy, *, input_grad=True):
+        """Store d loss / d W and d loss / d b; return d loss / d x.
+
+        ``input_grad=False`` skips ``dx`` (one GEMM less) and returns None:
+        what the first layer of a network needs.
+        """
         if self._x is None:
             raise RuntimeError("backward called before forward")
         x = self._x
         dy = np.asarray(dy)
         dx = None
-        if x.ndim in (1, 2) and dy.dtype == x.dtype:
+        if input_grad and x.ndim in (1, 2) and dy.dtype == x.dtype:
             dx = _buffer(self._bufs, "dx", x.shape, x.dtype)
         # The gradients land straight in the parameters' .grad arrays.
         dx, _, _ = affine_backward(
-            dy, x, self.W.value, bias=self.b is not None,
+            dy, x, self.W.value, bias=self.b is not None, input_grad=input_grad,
             out=(dx, self.W.grad, None if self.b is None else self.b.grad))
         return dx
 
@@ -277,10 +282,23 @@ class Sequential(Layer):
             x = layer.forward(x)
         return x
 
-    def backward(self, dy):
-        for layer in reversed(self.layers):
+    def backward(self, dy, *, input_grad=True):
+        """Back-propagate ``dy`` through every layer; return d loss / d input.
+
+        With ``input_grad=False`` the input gradient is not needed (the
+        network's input is data): a first layer that can skip it
+        (:class:`Affine`, a nested :class:`Sequential`) does, and None is
+        returned.
+        """
+        layers = self.layers
+        for layer in reversed(layers[1:]):
             dy = layer.backward(dy)
-        return dy
+        if not layers:
+            return dy
+        if not input_grad and isinstance(layers[0], (Affine, Sequential)):
+            return layers[0].backward(dy, input_grad=False)
+        dx = layers[0].backward(dy)
+        return dx if input_grad else None
 
     def __getitem__(self, i):
         return self.layers[i]

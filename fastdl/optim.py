@@ -2,9 +2,10 @@
 
 Each optimizer holds :class:`fastdl.layers.Parameter` objects (anything with
 ``.value`` and ``.grad`` arrays) and, on ``step()``, updates every
-``.value`` in place from its ``.grad`` with the fused kernels
+``.value`` in place from its ``.grad`` with the fused kernels of
 :func:`fastdl.sgd_step` / :func:`fastdl.adam_step` (one pass per
-parameter, in the backend in force).  State buffers (momentum, Adam's
+parameter, in the backend in force; the hyperparameters are checked once
+per step rather than once per parameter).  State buffers (momentum, Adam's
 moments) have the parameter's dtype.  No step allocates.
 
 Examples
@@ -28,7 +29,9 @@ import math
 
 import numpy as np
 
-from ._optim_functional import adam_step, sgd_step
+from ._optim_functional import (
+    _adam_hyperparameters, _adam_update, _sgd_hyperparameters, _sgd_update,
+)
 
 __all__ = ["Optimizer", "SGD", "Adam"]
 
@@ -105,10 +108,13 @@ class SGD(Optimizer):
 
     def step(self):
         """Update every parameter in place (one fused pass each)."""
-        for k, p in enumerate(self.params):
-            sgd_step(p.value, p.grad, self._buf[k], lr=self.lr, momentum=self.momentum,
-                     nesterov=self.nesterov, weight_decay=self.weight_decay,
-                     first_step=self._first)
+        # The hyperparameters are checked once per step (they may be changed
+        # between steps, e.g. by a learning-rate schedule), the arrays per
+        # parameter, as fastdl.sgd_step does.
+        hyper = _sgd_hyperparameters(self.lr, self.momentum, self.nesterov,
+                                     self.weight_decay)
+        for p, buf in zip(self.params, self._buf):
+            _sgd_update(p.value, p.grad, buf, hyper, self._first, None)
         self._first = False
 
 
@@ -154,7 +160,9 @@ class Adam(Optimizer):
 
     def step(self):
         """Update every parameter in place (one fused pass each)."""
+        # Hyperparameters checked once per step, arrays per parameter (as
+        # fastdl.adam_step does).
+        hyper = _adam_hyperparameters(self.lr, self.betas, self.eps, self.weight_decay)
         self.t += 1
-        for k, p in enumerate(self.params):
-            adam_step(p.value, p.grad, self._m[k], self._v[k], step=self.t, lr=self.lr,
-                      betas=self.betas, eps=self.eps, weight_decay=self.weight_decay)
+        for p, m, v in zip(self.params, self._m, self._v):
+            _adam_update(p.value, p.grad, m, v, hyper, self.t, None)

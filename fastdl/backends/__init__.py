@@ -15,8 +15,8 @@ read-only.  Kernels never allocate arrays the size of their inputs.
 ``affine_forward(x, W, b, out)``
     x (N, D), W (H, D), b (H,) or None, out (N, H): ``out = x @ W.T + b``.
 ``affine_backward(dy, x, W, dx, dW, db)``
-    dy (N, H), x (N, D), W (H, D); writes dx (N, D) = dy @ W,
-    dW (H, D) = dy.T @ x and, unless db is None, db (H,) = dy.sum(0).
+    dy (N, H), x (N, D), W (H, D); writes, unless dx is None, dx (N, D) =
+    dy @ W, dW (H, D) = dy.T @ x and, unless db is None, db (H,) = dy.sum(0).
 ``logsumexp(x, out)``
     x (M, C), out (M,): ``log(sum(exp(x), axis=1))``, stable; a row whose max
     is -inf gives -inf, a row with +inf gives +inf, NaN propagates.

@@ -22,7 +22,8 @@ def affine_forward(x, W, b, out):
 
 
 def affine_backward(dy, x, W, dx, dW, db):
-    np.matmul(dy, W, out=dx)
+    if dx is not None:
+        np.matmul(dy, W, out=dx)
     np.matmul(dy.T, x, out=dW)
     if db is not None:
         np.sum(dy, axis=0, out=db)

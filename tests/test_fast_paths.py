@@ -1,0 +1,237 @@
+"""The cheap-call machinery: fast paths, cached backend resolution, serial builds.
+
+The public wrappers test for the common case (C-contiguous float arrays of
+one dtype, separate ``out``) and skip the general validation there; these
+tests pin that the fast path is really taken, that it gives bit-for-bit the
+general path's results, and that everything else still goes the general way.
+"""
+
+import numpy as np
+import pytest
+
+import fastdl
+from fastdl import _backend, _core, _optim_functional, layers
+from fastdl.backends import _cython_select
+
+from conftest import BACKENDS, DTYPES
+
+
+def _general_only(monkeypatch, module, name):
+    """Make ``module.name`` (a general-path helper) fail if it is called."""
+    def boom(*args, **kwargs):
+        raise AssertionError(f"general path taken ({name})")
+    monkeypatch.setattr(module, name, boom)
+
+
+def _fortran(a):
+    """The same values in a non-C-contiguous layout (forces the general path)."""
+    return np.asfortranarray(a) if a.ndim == 2 else a.repeat(2)[::2]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_affine_fast_path_taken_and_equal_to_general(backend, dtype, rng, monkeypatch):
+    x = rng.standard_normal((7, 5)).astype(dtype)
+    W = rng.standard_normal((3, 5)).astype(dtype)
+    b = rng.standard_normal(3).astype(dtype)
+    dy = rng.standard_normal((7, 3)).astype(dtype)
+    general_y = fastdl.affine_forward(_fortran(x), W, b, backend=backend)
+    general_grads = fastdl.affine_backward(_fortran(dy), x, W, backend=backend)
+    with monkeypatch.context() as m:
+        _general_only(m, _core, "float_array")
+        y = fastdl.affine_forward(x, W, b, backend=backend)
+        out = np.empty_like(y)
+        assert fastdl.affine_forward(x, W, b, out=out, backend=backend) is out
+        grads = fastdl.affine_backward(dy, x, W, backend=backend)
+        bufs = (np.empty_like(x), np.empty_like(W), np.empty_like(b))
+        got = fastdl.affine_backward(dy, x, W, out=bufs, backend=backend)
+        assert all(g is o for g, o in zip(got, bufs))
+    np.testing.assert_array_equal(y, general_y)
+    np.testing.assert_array_equal(out, general_y)
+    for fast, slow, buf in zip(grads, general_grads, bufs):
+        np.testing.assert_array_equal(fast, slow)
+        np.testing.assert_array_equal(buf, slow)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fast_path_refuses_aliased_out(backend, rng):
+    # out overlapping an input is not the fast path's case: the general
+    # path writes through a temporary and the result is still right.
+    x = rng.standard_normal((4, 4))
+    W = rng.standard_normal((4, 4))
+    expected = x @ W.T
+    fastdl.affine_forward(x, W, out=x, backend=backend)
+    np.testing.assert_allclose(x, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["relu", "sigmoid", "softplus", "leaky_relu", "tanh"])
+def test_activation_fast_path_taken_and_equal_to_general(name, backend, dtype, rng,
+                                                         monkeypatch):
+    x = rng.standard_normal((6, 5)).astype(dtype)
+    dy = rng.standard_normal((6, 5)).astype(dtype)
+    fwd = getattr(fastdl, name)
+    bwd = getattr(fastdl, name + "_backward")
+    general = (fwd(_fortran(x), backend=backend), bwd(_fortran(dy), x, backend=backend))
+    from fastdl import _activations
+    with monkeypatch.context() as m:
+        _general_only(m, _activations, "float_arrays_alike")
+        fast = (fwd(x, backend=backend), bwd(dy, x, backend=backend))
+        out = np.empty_like(x)
+        assert bwd(dy, x, out=out, backend=backend) is out
+    for f, g in zip(fast, general):
+        np.testing.assert_array_equal(f, g)
+    np.testing.assert_array_equal(out, general[1])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_cross_entropy_fast_path_taken_and_equal_to_general(backend, dtype, reduction,
+                                                            smoothing, rng, monkeypatch):
+    logits = (3 * rng.standard_normal((9, 5))).astype(dtype)
+    target = rng.integers(0, 5, 9)
+    general = fastdl.cross_entropy_with_grad(_fortran(logits), target, reduction=reduction,
+                                             label_smoothing=smoothing, backend=backend)
+    with monkeypatch.context() as m:
+        _general_only(m, _core, "_ce_args")
+        fast = fastdl.cross_entropy_with_grad(logits, target, reduction=reduction,
+                                              label_smoothing=smoothing, backend=backend)
+    assert type(fast[0]) is type(general[0])
+    assert fast[0] == general[0]
+    np.testing.assert_array_equal(fast[1], general[1])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cross_entropy_fast_path_leaves_special_cases_to_the_general_path(backend, rng,
+                                                                         monkeypatch):
+    logits = rng.standard_normal((6, 4))
+    calls = []
+    real = _core._ce_args
+
+    def spy(*args):
+        calls.append(args)
+        return real(*args)
+    monkeypatch.setattr(_core, "_ce_args", spy)
+    cases = [
+        dict(target=np.array([0, 1, 2, 3, 2, 1])),                    # the fast case
+        dict(target=np.array([0, 1, 2, 3, 2, 1]), ignore_index=2),    # rows ignored
+        dict(target=np.array([0, 1, 2, 3, 2, 1], np.int32)),          # not int64
+        dict(target=np.array([0, 1, 2, 3, 2, 1]), weight=np.ones(4)),
+        dict(target=np.array([0, 1, 2, 3, 2, 1]), reduction="none"),
+    ]
+    for case in cases:
+        fastdl.cross_entropy_with_grad(logits, backend=backend, **case)
+    assert len(calls) == len(cases) - 1
+    # An out-of-range label still raises the general path's IndexError.
+    with pytest.raises(IndexError, match="out of bounds"):
+        fastdl.cross_entropy_with_grad(logits, np.array([0, 1, 2, 4, 0, 0]), backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_optimizer_fast_path_taken_and_equal_to_general(backend, dtype, rng, monkeypatch):
+    w0 = rng.standard_normal(11).astype(dtype)
+    g = rng.standard_normal(11).astype(dtype)
+    state = [np.zeros(11, dtype), np.zeros(11, dtype)]
+
+    def run(w, fortran):
+        m, v = (s.copy() for s in state)
+        w = w.copy()
+        view = w.reshape(11, 1) if not fortran else w
+        for t in (1, 2):
+            fastdl.adam_step(view if fortran else w, g, m, v, step=t, lr=0.1,
+                             weight_decay=0.01, backend=backend)
+        buf = np.zeros_like(w)
+        for first in (True, False):
+            fastdl.sgd_step(w, g, buf, lr=0.1, momentum=0.9, first_step=first, backend=backend)
+        return w
+
+    general = run(w0, fortran=True)
+    with monkeypatch.context() as m:
+        _general_only(m, _optim_functional, "float_arrays_alike")
+        fast = run(w0, fortran=False)
+    np.testing.assert_array_equal(fast, general)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_affine_backward_without_input_grad(backend, rng):
+    dy, x, W = rng.standard_normal((5, 3)), rng.standard_normal((5, 4)), rng.standard_normal((3, 4))
+    full = fastdl.affine_backward(dy, x, W, backend=backend)
+    for xx in (x, np.asfortranarray(x)):  # fast and general path
+        dx, dW, db = fastdl.affine_backward(dy, xx, W, input_grad=False, backend=backend)
+        assert dx is None
+        np.testing.assert_array_equal(dW, full[1])
+        np.testing.assert_array_equal(db, full[2])
+    bufs = (np.full_like(x, 7.0), np.empty_like(W), np.empty_like(full[2]))
+    dx, _, _ = fastdl.affine_backward(dy, x, W, input_grad=False, out=bufs, backend=backend)
+    assert dx is None and (bufs[0] == 7.0).all()  # dx's buffer untouched
+
+
+def test_sequential_backward_without_input_grad(rng):
+    net = layers.Sequential(layers.Affine(4, 6, rng=0), layers.ReLU(), layers.Affine(6, 2, rng=1))
+    x = rng.standard_normal((5, 4)).astype(np.float32)
+    dy = rng.standard_normal((5, 2)).astype(np.float32)
+    net.forward(x)
+    assert net.backward(dy).shape == x.shape
+    grads = [p.grad.copy() for p in net.parameters()]
+    for p in net.parameters():
+        p.grad[...] = np.nan
+    assert net.backward(dy, input_grad=False) is None
+    for p, g in zip(net.parameters(), grads):
+        np.testing.assert_array_equal(p.grad, g)
+    # A first layer that cannot skip its input gradient still works.
+    act_first = layers.Sequential(layers.ReLU(), layers.Affine(4, 2, rng=0))
+    act_first.forward(x)
+    assert act_first.backward(dy, input_grad=False) is None
+
+
+def test_resolve_cache_follows_the_backend_in_force():
+    from fastdl.backends import numpy_backend
+    auto = _backend.resolve("softmax")
+    with fastdl.use_backend("numpy"):
+        assert _backend.resolve("softmax") is numpy_backend
+    assert _backend.resolve("softmax") is auto
+    with pytest.raises(ValueError, match="unknown backend"):
+        _backend.resolve("softmax", "nope")
+    with pytest.raises(ValueError, match="unknown backend"):
+        _backend.resolve("softmax", ["unhashable"])
+
+
+def test_cython_kernel_picks_serial_build_by_size(monkeypatch):
+    calls = []
+
+    def fake(build):
+        def fn(*args):
+            calls.append((build, args[-1]))
+        return fn
+
+    kernel = _cython_select.Kernel("k", fake("parallel"), fake("serial"))
+    monkeypatch.setattr(fastdl._config.state, "num_threads", 2)
+    small, large = 10, fastdl._config.PARALLEL_MIN_ELEMENTS
+    kernel(np.dtype(np.float32), small, "x")
+    kernel(np.dtype(np.float64), large, "x")
+    assert calls == [("serial", 1), ("parallel", 2)]
+
+
+@pytest.mark.skipif("cython" not in fastdl.available_backends(), reason="Cython backend unavailable")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cython_serial_and_openmp_builds_agree(dtype, rng):
+    # Large enough for the OpenMP build with 2 threads; the serial build
+    # computes the same rows the same way, so the bits match.
+    x = (4 * rng.standard_normal((400, 300))).astype(dtype)
+    target = rng.integers(0, 300, 400)
+    old = fastdl.get_num_threads()
+    results = []
+    try:
+        for threads in (1, fastdl._config.default_num_threads()):
+            fastdl.set_num_threads(threads)
+            results.append((fastdl.softmax(x, backend="cython"),
+                            fastdl.cross_entropy_with_grad(x, target, backend="cython")[1],
+                            fastdl.relu_backward(x, x, backend="cython")))
+    finally:
+        fastdl.set_num_threads(old)
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
