@@ -210,6 +210,14 @@ def build(args_spec, pool):
     return pos, kw
 
 
+def build_named(args_spec, pool):
+    """As :func:`build`, plus a {name: object} map of every argument."""
+    pos, kw = build(args_spec, pool)
+    named = dict(zip((n for n, _ in args_spec[0]), pos))
+    named.update(kw)
+    return pos, kw, named
+
+
 # ---------------------------------------------------------------------------
 # strategies for the pieces
 # ---------------------------------------------------------------------------
@@ -431,6 +439,55 @@ def entropy_args(draw):
     return [("p", draw(arrays(draw(nd_shape()), dt)))], {"axis": draw(axes)}
 
 
+#: A hyperparameter: mostly valid, sometimes anything.
+hyper_option = st.one_of(st.floats(0, 1), st.floats(0, 1), st.floats(0, 1), real_option)
+
+
+@st.composite
+def sgd_step_args(draw):
+    dt = draw(st.sampled_from(FLOATS))
+    shape = draw(nd_shape())
+    pos = [("param", draw(arrays(shape, dt))), ("grad", draw(arrays(shape, dt)))]
+    kw = {"lr": draw(hyper_option)}
+    r = draw(st.integers(0, 3))
+    if r:
+        kw["momentum_buffer"] = draw(arrays(shape, dt))
+        kw["momentum"] = draw(hyper_option)
+    elif draw(st.booleans()):
+        kw["momentum"] = draw(real_option)
+    for opt, values in (("nesterov", [True, False, 0, 1]),
+                        ("first_step", [True, False]),
+                        ("weight_decay", [0.0, 0.01, -1.0, math.nan, math.inf, "x"])):
+        if draw(st.booleans()):
+            kw[opt] = draw(st.sampled_from(values))
+    return pos, kw
+
+
+@st.composite
+def adam_step_args(draw):
+    dt = draw(st.sampled_from(FLOATS))
+    shape = draw(nd_shape())
+    pos = [(name, draw(arrays(shape, dt)))
+           for name in ("param", "grad", "exp_avg", "exp_avg_sq")]
+    kw = {"step": draw(st.sampled_from([1, 1, 1, 2, 2, 10, 1000, 0, -1, 1.5, True,
+                                        np.int64(3), "1", None]))}
+    if draw(st.booleans()):
+        kw["lr"] = draw(hyper_option)
+    if draw(st.booleans()):
+        kw["betas"] = draw(st.sampled_from([(0.9, 0.999), (0.0, 0.0), (0.5, 0.9), (1.0, 0.9),
+                                            (0.9, -0.1), (math.nan, 0.9), (0.9,), "ab"]))
+    for opt in ("eps", "weight_decay"):
+        if draw(st.booleans()):
+            kw[opt] = draw(hyper_option)
+    return pos, kw
+
+
+#: Functions that update arrays in place: the arguments compared after the
+#: call (besides the result), and exempt from the "inputs unchanged" check.
+IN_PLACE = {"sgd_step": ("param", "momentum_buffer"),
+            "adam_step": ("param", "exp_avg", "exp_avg_sq")}
+
+
 def _function_table():
     table = {
         "affine_forward": affine_forward_args(),
@@ -444,6 +501,8 @@ def _function_table():
         "cross_entropy_backward": cross_entropy_args("backward"),
         "cross_entropy_with_grad": cross_entropy_args("with_grad"),
         "entropy": entropy_args(),
+        "sgd_step": sgd_step_args(),
+        "adam_step": adam_step_args(),
     }
     for name in ("sigmoid", "log_sigmoid", "softplus", "tanh", "relu", "leaky_relu", "elu",
                  "silu"):
@@ -541,8 +600,10 @@ def call(func, pos, kw, backend):
 
 def check_example(name, spec, pool, backends, stats):
     func = getattr(fastdl, name)
-    pos_r, kw_r = build(spec, pool)
+    pos_r, kw_r, named_r = build_named(spec, pool)
     kind_r, res_r = call(func, pos_r, kw_r, "numpy")
+    if kind_r == "ok" and name in IN_PLACE:
+        res_r = _with_updated(name, res_r, named_r)
     if kind_r == "bug":
         raise Mismatch(f"numpy reference raised undocumented "
                        f"{type(res_r).__name__}: {res_r}\n"
@@ -554,12 +615,22 @@ def check_example(name, spec, pool, backends, stats):
             check_backend(func, spec, pool, backend, kind_r, res_r, pos_r, kw_r)
 
 
+def _with_updated(name, result, named):
+    """The result and the arrays updated in place, as one tuple to compare."""
+    return (result,) + tuple(
+        np.array(named[k], copy=True) if isinstance(named.get(k), np.ndarray) else named.get(k)
+        for k in IN_PLACE[name])
+
+
 def check_backend(func, spec, pool, backend, kind_r, res_r, pos_r, kw_r):
-    pos_g, kw_g = build(spec, pool)
-    inputs_g = list(pos_g) + [v for k, v in kw_g.items() if k != "out"]
+    pos_g, kw_g, named_g = build_named(spec, pool)
+    updated = IN_PLACE.get(func.__name__, ())
+    inputs_g = [v for k, v in named_g.items() if k != "out" and k not in updated]
     out_g = kw_g.get("out")
     before = _snapshot(inputs_g)
     kind_g, res_g = call(func, pos_g, kw_g, backend)
+    if kind_g == "ok" and updated:
+        res_g = _with_updated(func.__name__, res_g, named_g)
     if kind_g == "bug":
         raise Mismatch(f"backend {backend} raised undocumented {type(res_g).__name__}: "
                        f"{res_g}\n" + "".join(traceback.format_exception(res_g)))

@@ -16,8 +16,10 @@ None.
     ``w -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps)`` with the bias
     corrections ``bc1 = 1 - beta1**t``, ``bc2 = 1 - beta2**t``.
 
-The compiled backends compute in the parameter's dtype, as PyTorch does;
-this reference computes in float64, so float32 results agree to rounding.
+Every backend computes in the parameter's dtype, as PyTorch does, with
+the same operations in the same order (the scalars rounded to that dtype
+first), so the backends agree to the rounding of a vectorised sqrt/divide;
+an update that overflows float32 overflows in every backend alike.
 """
 
 from __future__ import annotations
@@ -30,21 +32,25 @@ NAME = "numpy"
 
 
 def sgd_step(w, g, buf, lr, momentum, nesterov, weight_decay, first):
-    w64 = w.astype(np.float64)
-    d = g.astype(np.float64) + weight_decay * w64
-    if momentum:
-        b = d.copy() if first else momentum * buf.astype(np.float64) + d
-        buf[...] = b
-        d = d + momentum * b if nesterov else b
-    w[...] = w64 - lr * d
+    s = w.dtype.type
+    lr, momentum, weight_decay = s(lr), s(momentum), s(weight_decay)
+    with np.errstate(all="ignore"):  # inf/NaN follow IEEE, as in the kernels
+        d = g + weight_decay * w
+        if buf is not None:
+            b = d.copy() if first else momentum * buf + d
+            buf[...] = b
+            d = d + momentum * b if nesterov else b
+        w -= lr * d
 
 
 def adam_step(w, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2):
-    w64 = w.astype(np.float64)
-    d = g.astype(np.float64) + weight_decay * w64
-    m64 = m.astype(np.float64)
-    m64 += (1.0 - beta1) * (d - m64)
-    v64 = beta2 * v.astype(np.float64) + (1.0 - beta2) * d * d
-    m[...] = m64
-    v[...] = v64
-    w[...] = w64 - (lr / bc1) * m64 / (np.sqrt(v64) / math.sqrt(bc2) + eps)
+    s = w.dtype.type
+    step_size, one_m_b1, b2 = s(lr / bc1), s(1.0 - beta1), s(beta2)
+    one_m_b2, eps, wd = s(1.0 - beta2), s(eps), s(weight_decay)
+    inv_sqrt_bc2 = s(1.0 / math.sqrt(bc2))
+    with np.errstate(all="ignore"):
+        d = g + wd * w
+        m += one_m_b1 * (d - m)
+        v *= b2
+        v += one_m_b2 * d * d
+        w -= step_size * m / (np.sqrt(v) * inv_sqrt_bc2 + eps)
