@@ -288,6 +288,18 @@ def _rowwise(kernel_name, inputs, axis, out, backend):
 
     The kernel's output may be any of its inputs (in place).
     """
+    # Fast path (see fastdl._validate): 2-D contiguous arrays of one dtype
+    # and shape, reduced along the last axis, out absent or separate.
+    first = inputs[0][1]
+    dt = plain_float(first)
+    if (dt is not None and first.ndim == 2 and type(axis) is int and (axis == -1 or axis == 1)
+            and all(plain(a, dt) and a.shape == first.shape for _, a in inputs[1:])):
+        arrays = [a for _, a in inputs]
+        buf = (np.empty(first.shape, dt) if out is None
+               else fast_out(out, first.shape, dt, arrays))
+        if buf is not None:
+            getattr(resolve(kernel_name, backend), kernel_name)(*arrays, buf)
+            return buf
     named, dtype, shape = float_arrays_alike(inputs)
     moved = []
     for _, a in named:
@@ -515,6 +527,12 @@ def logsumexp(x, axis=-1, *, keepdims=False, backend=None):
     >>> round(float(fastdl.logsumexp(np.array([1000., 1000.])) - 1000.), 6)  # log(2)
     0.693147
     """
+    dt = plain_float(x)
+    if dt is not None and x.ndim == 2 and type(axis) is int and (axis == -1 or axis == 1) \
+            and not keepdims:  # the fast path (see fastdl._validate)
+        res = np.empty(x.shape[0], dt)
+        resolve("logsumexp", backend).logsumexp(x, res)
+        return res
     x = float_array(x, "x")
     axes = _reduced_axes(axis, x.ndim)
     kept = [a for a in range(x.ndim) if a not in axes]
@@ -647,7 +665,7 @@ def _ce_run(a, scale, grad, backend):
 def _ce_reduce(a, loss, denom):
     if a.reduction == "none":
         return a.dtype.type(loss[0]) if a.squeeze else loss.astype(a.dtype)
-    total = math.fsum(loss) if loss.size < 1 << 16 else float(np.sum(loss))
+    total = math.fsum(loss.data) if loss.size < 1 << 16 else float(np.sum(loss))
     if a.reduction == "sum":
         return a.dtype.type(total)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -742,7 +760,7 @@ def _ce_with_grad_fast(logits, target, ignore_index, reduction, label_smoothing,
     # kernel; -1 also fits its int64 argument whatever ignore_index is.
     resolve("cross_entropy", backend).cross_entropy_index(
         logits, target, None, -1, float(label_smoothing), scale, loss, buf)
-    total = math.fsum(loss.tolist()) if n < 1 << 16 else float(np.sum(loss))
+    total = math.fsum(loss.data) if n < 1 << 16 else float(np.sum(loss))
     return dt.type(total / n if reduction == "mean" else total), buf
 
 

@@ -235,3 +235,41 @@ def test_cython_serial_and_openmp_builds_agree(dtype, rng):
         fastdl.set_num_threads(old)
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_row_kernels_fast_path_taken_and_equal_to_general(backend, dtype, rng, monkeypatch):
+    x = (3 * rng.standard_normal((5, 7))).astype(dtype)
+    dy = rng.standard_normal((5, 7)).astype(dtype)
+    y = fastdl.softmax(x, backend=backend)
+    ly = fastdl.log_softmax(x, backend=backend)
+    calls = {
+        "softmax": lambda a, **k: fastdl.softmax(a, backend=backend, **k),
+        "log_softmax": lambda a, **k: fastdl.log_softmax(a, backend=backend, **k),
+        "softmax_backward": lambda a, **k: fastdl.softmax_backward(a, y, backend=backend, **k),
+        "log_softmax_backward": lambda a, **k: fastdl.log_softmax_backward(
+            a, ly, backend=backend, **k),
+        "logsumexp": lambda a, **k: fastdl.logsumexp(a, backend=backend, **k),
+    }
+    for name, f in calls.items():
+        src = dy if "backward" in name else x
+        general = f(_fortran(src))
+        with monkeypatch.context() as m:
+            _general_only(m, _core, "float_arrays_alike")
+            _general_only(m, _core, "float_array")
+            fast = f(src)
+            fast_axis1 = f(src, axis=1)
+            if name != "logsumexp":
+                out = np.empty_like(src)
+                assert f(src, out=out) is out
+                np.testing.assert_array_equal(out, general)
+        np.testing.assert_array_equal(fast, general)
+        np.testing.assert_array_equal(fast_axis1, general)
+    # Other axes, keepdims and in-place calls still take the general path.
+    np.testing.assert_array_equal(fastdl.softmax(x, axis=0, backend=backend),
+                                  fastdl.softmax(np.ascontiguousarray(x.T), backend=backend).T)
+    assert fastdl.logsumexp(x, keepdims=True, backend=backend).shape == (5, 1)
+    z = x.copy()
+    assert fastdl.softmax(z, out=z, backend=backend) is z
+    np.testing.assert_array_equal(z, y)
