@@ -76,6 +76,7 @@ from ._optim_functional import adam_step, sgd_step
 
 # The layer API sits on top of the functional API above.
 from . import data, layers, losses, optim  # noqa: E402
+from ._compiled_step import compile_step  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -106,4 +107,5 @@ __all__ = [
     "losses",
     "optim",
     "data",
+    "compile_step",
 ] + _activations.__all__ + _losses.__all__

@@ -717,9 +717,21 @@ def fastest_backends(cases, compiled):
     return result
 
 
-def check_targets(cases, compiled, copy_bw, startup, import_s):
+def check_targets(cases, compiled, copy_bw, startup, import_s, train=None):
     """The issue's targets: list of (target, met: bool or None, figure)."""
     checks = []
+    if train:
+        fast = train.get("fastdl compile_step")
+        layers_t = train.get("fastdl layer API (auto)")
+        for other, need in (("hand-written NumPy", 3.0), ("PyTorch eager", 2.0)):
+            label = f"digits MLP training step (compile_step): ≥ {need:g}× {other}"
+            r = _ratio(train.get(other), fast)
+            if r is None:
+                checks.append((label, None, "not measured"))
+                continue
+            checks.append((label, r >= need,
+                           f"{r:.2f}× ({_fmt_time(fast)} vs {_fmt_time(train[other])}); "
+                           f"layer API {_fmt_ratio(_ratio(train[other], layers_t))}"))
 
     def get(op, size, dtype="float32"):
         for c in cases:
@@ -822,6 +834,96 @@ def check_targets(cases, compiled, copy_bw, startup, import_s):
     return checks
 
 
+#: Training-step timing: batches of the digits MLP's shapes (64 features,
+#: 10 classes, batch 64) from a seeded generator, so the bench needs no
+#: scikit-learn; the step's time does not depend on the values.
+TRAIN_BATCHES = {"full": 21, "quick": 11, "tiny": 6}
+TRAIN_REPEAT = {"full": 9, "quick": 5, "tiny": 2}
+
+
+def _gemm_floor_step(hidden=128):
+    """The five GEMMs of the MLP step alone (np.matmul into buffers): the floor."""
+    rng = np.random.default_rng(0)
+    W1 = rng.random((hidden, 64), dtype=np.float32)
+    W2 = rng.random((10, hidden), dtype=np.float32)
+    bufs = {}
+
+    def step(x, y):
+        n = len(x)
+        if n not in bufs:
+            bufs[n] = (np.empty((n, hidden), np.float32), np.empty((n, 10), np.float32),
+                       np.empty_like(W2), np.empty((n, hidden), np.float32),
+                       np.empty_like(W1))
+        h, z, dW2, da, dW1 = bufs[n]
+        np.matmul(x, W1.T, out=h)
+        np.matmul(h, W2.T, out=z)
+        np.matmul(z.T, h, out=dW2)
+        np.matmul(z, W2, out=da)
+        np.matmul(da.T, x, out=dW1)
+    return step
+
+
+def training_step_times(mode, torch, log):
+    """Per-step medians (seconds) of the digits MLP step, 1 thread for all.
+
+    64 -> 128 -> ReLU -> 10, CrossEntropyLoss, Adam, float32, batch 64: the
+    layer API ("auto"), :func:`fastdl.compile_step`, the hand-written NumPy
+    MLP and PyTorch eager of ``python -m fastdl demo``, and the five GEMMs
+    alone.  One thread: at batch 64 a second one costs more than it saves,
+    for every contender.
+    """
+    from . import _train_demo as demo
+
+    rng = np.random.default_rng(0)
+    n = 64 * TRAIN_BATCHES[mode]
+    X = rng.random((n, 64), dtype=np.float32)
+    y = rng.integers(0, 10, n)
+    batches = [(X[i:i + 64], y[i:i + 64]) for i in range(0, n, 64)]
+    old = fastdl.get_num_threads()
+    fastdl.set_num_threads(1)
+    limiter = None
+    try:
+        from threadpoolctl import threadpool_limits
+
+        limiter = threadpool_limits(limits=1, user_api="blas")
+    except ImportError:
+        pass
+    if torch is not None:
+        old_torch = torch.get_num_threads()
+        torch.set_num_threads(1)
+    variants = [("fastdl layer API (auto)", lambda: demo._fastdl_step(0, 1e-3))]
+    variants.append(("fastdl compile_step", lambda: demo._compiled_fastdl_step(0, 1e-3)))
+    variants.append(("hand-written NumPy", lambda: demo._numpy_step(0, 1e-3)))
+    if torch is not None:
+        variants.append(("PyTorch eager", lambda: demo._torch_step(0, 1e-3, 1)[0]))
+    variants.append(("GEMMs alone (floor)", _gemm_floor_step))
+    times = {}
+    try:
+        for name, make in variants:
+            try:
+                step = make()
+            except ImportError as exc:
+                log(f"training step: {name} skipped ({exc})")
+                continue
+            times[name] = demo._time_steps(step, batches, TRAIN_REPEAT[mode])
+        log("training step: " + ", ".join(f"{k} {_fmt_time(v)}" for k, v in times.items()))
+    finally:
+        fastdl.set_num_threads(old)
+        if limiter is not None:
+            limiter.restore_original_limits()
+        if torch is not None:
+            torch.set_num_threads(old_torch)
+    return times
+
+
+def train_table(times):
+    base = times.get("hand-written NumPy")
+    torch_t = times.get("PyTorch eager")
+    rows = [[name, _fmt_time(t), _fmt_ratio(_ratio(base, t)), _fmt_ratio(_ratio(torch_t, t))]
+            for name, t in times.items()]
+    return _table(["variant", "time/step", "NumPy/X", "torch/X"], rows)
+
+
 def startup_table(startup, import_s):
     parts = []
     if import_s is not None:
@@ -844,7 +946,7 @@ def startup_table(startup, import_s):
 
 
 def write_markdown(path, info, opts, copy_bw, gemm_peak, cases, compiled, fastest,
-                   checks, startup, import_s):
+                   checks, startup, import_s, train=None):
     L = ["# fastdl benchmark report", ""]
     command = " ".join(["python -m fastdl bench", *opts["argv"]])
     L.append(f"Generated by `{command}` (mode: {opts['mode']}; median of up to "
@@ -902,6 +1004,15 @@ def write_markdown(path, info, opts, copy_bw, gemm_peak, cases, compiled, fastes
                      auto, "yes" if auto == best else "**no**"])
     L += [_table(["kernel", "dtype", "fastest", "wins", "others", "auto picks", "agrees"],
                  rows), ""]
+    if train:
+        L += ["## Training step (digits MLP)", "",
+              "64 → 128 → ReLU → 10, cross-entropy, Adam, float32, batch 64, synthetic "
+              "batches of the digits shapes; one thread for every contender (fastdl, BLAS, "
+              "PyTorch); median time per step over the batches, then median of "
+              f"{TRAIN_REPEAT[opts['mode']]} passes. `NumPy/X` and `torch/X` > 1× mean X is "
+              "faster. `GEMMs alone` is the five matrix products of the step without "
+              "anything else: the floor for any implementation calling this BLAS.", "",
+              train_table(train), ""]
     L += ["## Start-up", ""]
     if startup or import_s:
         L += ["Fresh interpreters; each kernel × backend gets a new empty `NUMBA_CACHE_DIR`: "
@@ -1017,6 +1128,8 @@ def _parser():
                         "(default: the benchmarked ones)")
     p.add_argument("--dtypes", default="float32,float64", help="default float32,float64")
     p.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    p.add_argument("--no-train", action="store_true",
+                   help="leave out the training-step timing of the digits MLP")
     return p
 
 
@@ -1114,8 +1227,9 @@ def run_report(argv=None) -> int:
                 f"{import_s['fastdl']:.3f}s")
             startup = first_call_times(startup_kernels, compiled, threads, log)
 
+        train = None if args.no_train else training_step_times(mode, torch, log)
         fastest = fastest_backends(cases, compiled)
-        checks = check_targets(cases, compiled, copy_bw, startup, import_s)
+        checks = check_targets(cases, compiled, copy_bw, startup, import_s, train)
         opts = {"argv": list(argv if argv is not None else sys.argv[2:]), "mode": mode,
                 "repeats": repeats, "threads": threads}
         png = os.path.join(args.out, "results.png")
@@ -1132,10 +1246,10 @@ def run_report(argv=None) -> int:
         with open(os.path.join(args.out, "results.json"), "w", encoding="utf-8") as fh:
             json.dump({"machine": info, "copy_bandwidth_Bps": copy_bw,
                        "gemm_flops": gemm_peak, "cases": cases, "import_s": import_s,
-                       "first_call": startup}, fh, indent=1)
+                       "first_call": startup, "train_step_s": train}, fh, indent=1)
         md = os.path.join(args.out, "RESULTS.md")
         write_markdown(md, info, opts, copy_bw, gemm_peak, cases, compiled, fastest, checks,
-                       startup, import_s)
+                       startup, import_s, train)
         with open(md, encoding="utf-8") as fh:
             print(fh.read())
         log(f"wrote {md}" + ("" if "No plot" in opts["plot_note"] else f" and {png}"))

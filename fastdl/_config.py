@@ -227,8 +227,8 @@ def _sources_stamp() -> bytes:
     flags come from this module.  Changing one of those left the other
     files' entries valid, so a process could load machine code built from
     older sources or flags (seen here: a stale entry masked a change in
-    special-value behaviour).  The stamp covers ``_config.py`` and every
-    ``fastdl/backends/*numba*.py``, plus the fastmath flags and Numba's
+    special-value behaviour).  The stamp covers ``_config.py``,
+    ``_compiled_step.py`` and every ``fastdl/backends/*numba*.py``, plus the fastmath flags and Numba's
     version, so any change recompiles all of fastdl's kernels once.
     """
     if not _STAMP:
@@ -238,7 +238,7 @@ def _sources_stamp() -> bytes:
 
         h = hashlib.sha256()
         h.update(repr((numba.__version__, sorted(NUMBA_FASTMATH))).encode())
-        files = [_PACKAGE_DIR / "_config.py"]
+        files = [_PACKAGE_DIR / "_config.py", _PACKAGE_DIR / "_compiled_step.py"]
         files += sorted((_PACKAGE_DIR / "backends").glob("*numba*.py"))
         for f in files:
             h.update(f.name.encode())

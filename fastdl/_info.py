@@ -52,6 +52,13 @@ def _numba_info() -> dict[str, str]:
         info["numba cache"] = status.get("source", "unknown")
     for why in status.get("skipped", ()):
         info["numba cache"] += f"; skipped {why}"
+    from . import _compiled_step
+
+    info["compile_step GEMMs"] = {
+        None: "not used yet",
+        "numpy": "NumPy's own BLAS, called directly",
+        "scipy": "Numba's np.dot (SciPy's BLAS)",
+    }.get(_compiled_step.gemm_blas, str(_compiled_step.gemm_blas))
     return info
 
 

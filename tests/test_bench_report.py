@@ -119,3 +119,19 @@ def test_main_bench_help(capsys):
     out = capsys.readouterr().out
     for option in ("--quick", "--out", "--no-startup", "--threads"):
         assert option in out
+
+
+def test_report_training_step_section(tiny_report):
+    md = tiny_report[2]
+    header, _, *rows = _table_rows(md, "## Training step (digits MLP)")
+    assert header == ["variant", "time/step", "NumPy/X", "torch/X"]
+    names = [r[0] for r in rows]
+    assert names[:3] == ["fastdl layer API (auto)", "fastdl compile_step", "hand-written NumPy"]
+    assert names[-1] == "GEMMs alone (floor)"
+    for r in rows:
+        assert re.fullmatch(r"[\d.]+ (ns|µs|ms|s)", r[1]), r
+    base = next(r for r in rows if r[0] == "hand-written NumPy")
+    assert base[2] == "1.00×"
+    targets = _table_rows(md, "## Targets")
+    labels = [t[0] for t in targets]
+    assert "digits MLP training step (compile_step): ≥ 3× hand-written NumPy" in labels
