@@ -769,21 +769,17 @@ class _Step:
         index = {id(p): i for i, p in enumerate(self._params)}
         table = np.zeros((len(self._affines), _PARAM_COLS), np.int64)
         for row, layer in zip(table, self._affines):
-            i = index[id(layer.W)]
-            s1, s2 = states[i]
-            row[_W] = _address(layer.W.value)
-            row[_DW] = _address(layer.W.grad)
-            row[_S1W] = 0 if s1 is None else _address(s1)
-            row[_S2W] = 0 if s2 is None else _address(s2)
-            row[_W_SIZE] = layer.W.value.size
-            if layer.b is not None:
-                i = index[id(layer.b)]
-                s1, s2 = states[i]
-                row[_B] = _address(layer.b.value)
-                row[_DB] = _address(layer.b.grad)
-                row[_S1B] = 0 if s1 is None else _address(s1)
-                row[_S2B] = 0 if s2 is None else _address(s2)
-                row[_B_SIZE] = layer.b.value.size
+            for param, cols in ((layer.W, (_W, _DW, _S1W, _S2W, _W_SIZE)),
+                                (layer.b, (_B, _DB, _S1B, _S2B, _B_SIZE))):
+                if param is None:
+                    continue
+                value, grad, state1, state2, size = cols
+                s1, s2 = states[index[id(param)]]
+                row[value] = _address(param.value)
+                row[grad] = _address(param.grad)
+                row[state1] = 0 if s1 is None else _address(s1)
+                row[state2] = 0 if s2 is None else _address(s2)
+                row[size] = param.value.size
         self._table = table
         self._live = live
 
