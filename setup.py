@@ -11,8 +11,9 @@ Build switches (environment variables, read at build time):
 ``FASTDL_NO_OPENMP=1``
     Serial kernels, no OpenMP runtime linked.
 ``FASTDL_NO_SIMD_CLONES=1``
-    Compile only the baseline ("default") copy of the float32 exp loop
-    instead of GCC ``target_clones`` (see ``kernels/_fastexp.h``): used by
+    Compile only the baseline ("default") copy of the exp block loops
+    instead of the baseline, AVX2+FMA and AVX-512F copies chosen at load time
+    by an ifunc resolver (see ``kernels/_fastexp.h``): used by
     ``.ci/test_wheel.sh`` to test the baseline path on a CPU whose dynamic
     dispatch would otherwise always pick the AVX2 copy.
 ``CFLAGS``
@@ -115,10 +116,12 @@ def openmp_flags():
 
 
 def _simd_clones():
-    """The target_clones list _fastexp.h compiles with, or () for none.
+    """The SIMD copies _fastexp.h compiles, or () for the baseline only.
 
     Mirrors the header's own condition (GCC, x86-64, Linux) so the build
-    record says what was compiled; FASTDL_NO_SIMD_CLONES turns it off.
+    record says what was compiled; FASTDL_NO_SIMD_CLONES turns it off.  The
+    names are the copies of the exp block loops in ``kernels/_fastexp.h``,
+    in the order its resolver tries them.
     """
     if _flag("FASTDL_NO_SIMD_CLONES"):
         return ()
@@ -135,7 +138,7 @@ def _simd_clones():
         return ()
     if "clang" in version.lower():
         return ()
-    return ("avx512f", "avx2", "default")
+    return ("avx512f", "avx2+fma", "default")
 
 
 OMP_C, OMP_L, OMP_WHY = openmp_flags()
@@ -148,14 +151,13 @@ if _compiler_is_msvc():
 else:
     # -O3 vectorises the plain loops; -fno-math-errno lets exp/log be
     # inlined and vectorised without changing any inf/NaN result.
-    # -ffp-contract=off: never fuse a*b+c into an FMA.  The float32 exp in
-    # _fastexp.h was swept exhaustively with separately rounded multiplies
-    # and adds; GCC's default (-ffp-contract=fast) would fuse them wherever
-    # FMA exists (aarch64 always, an avx512f clone, -march=native), and
-    # clang's default fuses within an expression, giving different bits.
-    # With contraction off every platform and clone computes the swept
-    # arithmetic.  It costs nothing on the x86-64 baseline and the avx2
-    # clone, which have no FMA instructions to use.
+    # -ffp-contract=off: never fuse a*b+c into an FMA behind our back.  The
+    # exps in _fastexp.h were swept with separately rounded multiplies and
+    # adds for the baseline copy and with explicit fma() calls for the
+    # AVX2+FMA and AVX-512F copies; GCC's default (-ffp-contract=fast) would
+    # fuse wherever FMA exists (aarch64 always, -march=native), and clang's
+    # default fuses within an expression, giving bits nobody swept.  With
+    # contraction off every platform and copy computes the swept arithmetic.
     OPT = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off"]
 
 

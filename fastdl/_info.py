@@ -77,31 +77,32 @@ def _cython_info(cy) -> dict[str, str]:
         "cython build": f"Cython {b.CYTHON}, NumPy {b.NUMPY} headers, {b.PLATFORM}",
         "cython openmp": openmp,
         "cython flags": flags,
-        "float32 exp simd": _simd_in_use(b.SIMD_CLONES),
+        "exp simd copy": _simd_in_use(b.SIMD_CLONES),
     }
 
 
 def _simd_in_use(clones) -> str:
-    """Which copy of the float32 exp loop this CPU runs, and what was built.
+    """Which copy of the exp block loops this CPU runs, and what was built.
 
-    GCC's ifunc resolver picks the first clone, in ISA priority order
-    (avx512f > avx2 > default), that ``__builtin_cpu_supports`` reports;
-    both it and NumPy's ``__cpu_features__`` check the CPUID bit and that
-    the OS saves the wider registers (XGETBV), so NumPy's view predicts the
-    resolver's choice.
+    The ifunc resolver in ``kernels/_fastexp.h`` picks, once at load time,
+    the AVX-512F copy when the CPU has AVX-512F, else the AVX2+FMA copy when
+    it has both, else the baseline; ``__builtin_cpu_supports`` and NumPy's
+    ``__cpu_features__`` both check the CPUID bits and that the OS saves the
+    wider registers (XGETBV), so NumPy's view predicts the resolver's choice.
     """
     if not clones:
-        return "default only (built without SIMD clones; compiler's baseline ISA)"
+        return "default only (built without SIMD copies; compiler's baseline ISA)"
     try:
         from numpy._core._multiarray_umath import __cpu_features__ as feats
     except ImportError:  # pragma: no cover - older NumPy layouts
         feats = {}
-    names = {"avx512f": "AVX512F", "avx2": "AVX2"}
+    needs = {"avx512f": ("AVX512F",), "avx2+fma": ("AVX2", "FMA3"), "avx2": ("AVX2",)}
     chosen = next(
-        (c for c in clones if c == "default" or feats.get(names.get(c, c.upper()))),
+        (c for c in clones
+         if c == "default" or all(feats.get(f) for f in needs.get(c, (c.upper(),)))),
         "default",
     )
-    return f"{chosen} (clones built: {', '.join(clones)})"
+    return f"{chosen} (copies built: {', '.join(clones)})"
 
 
 def _blas_info() -> dict[str, str]:
@@ -153,7 +154,7 @@ def show_config(file=None) -> None:
     Reports: fastdl, Python and NumPy versions; the backend in force, the
     available backends and why any is unavailable; how the Cython kernels
     were built (Cython version, compile flags, OpenMP or serial) and which
-    SIMD copy of the float32 exp this CPU runs (``avx512f``/``avx2``/
+    SIMD copy of the exp loops this CPU runs (``avx512f``/``avx2+fma``/
     ``default``); threads and the parallel threshold; Numba's version,
     threading layer and where it caches fastdl's kernels; BLAS libraries and
     their threads (with threadpoolctl).  ``python -m fastdl info`` prints

@@ -7,7 +7,7 @@
 # so a float32 row of 100000 elements loses no more than a few float32 ulps.
 
 from cython cimport floating
-from libc.math cimport exp, INFINITY
+from libc.math cimport INFINITY
 
 cdef extern from *:
     """
@@ -26,36 +26,76 @@ cdef extern from *:
 # and adding them at the end is a fixed, deterministic summation order that
 # gcc can keep in vector registers; it is no less accurate than the serial
 # order (the error bound is the same O(n eps) with smaller per-lane n).
+# The block loops of _fastexp.h keep the same 8 partial sums (acc[j % 8]):
+# change both together.
 cdef enum:
     LANES = 8
 
-# float32 exps are computed EXP_BLOCK at a time into a stack/L1 buffer
-# (1 KiB) by the SIMD exp loop, then summed in double.
+# exps that are only summed (not stored) are computed EXP_BLOCK at a time
+# into a stack buffer (1 KiB float32, 2 KiB float64) that stays in L1.
 cdef enum:
     EXP_BLOCK = 256
 
 
 cdef extern from "_fastexp.h" nogil:
-    # Branch-free float32 exp that gcc vectorises; max error 1.16 ulp,
-    # exact inf/NaN/overflow/underflow behaviour.  See the header.
+    # Branch-free exps that gcc vectorises, exact inf/NaN/overflow/underflow
+    # behaviour; max error 1.16 ulp (float32) and 1.21 ulp (float64) in
+    # these inline baseline-ISA versions.  See the header.
     float fastdl_expf(float x)
-    # y[j] = fastdl_expf(x[j] - shift), dispatched to the widest SIMD the CPU
-    # has (AVX2 / SSE2); y may be x.
+    double fastdl_exp(double x)
+    # y[j] = exp(x[j] - shift), dispatched to AVX2+FMA / AVX-512F / the
+    # baseline copy by CPU (0.98 and 0.92 ulp in the AVX2+FMA copy); y may
+    # be x.
     void fastdl_expf_shift(const float* x, float shift, float* y, Py_ssize_t n)
+    void fastdl_exp_shift(const double* x, double shift, double* y,
+                          Py_ssize_t n)
+    # The same, also adding y[j] in double into acc[j % LANES].
+    void fastdl_expf_shift_sum(const float* x, float shift, float* y,
+                               Py_ssize_t n, double* acc)
+    void fastdl_exp_shift_sum(const double* x, double shift, double* y,
+                              Py_ssize_t n, double* acc)
+    # The other row passes, dispatched the same way (see the header).
+    float fastdl_maxf(const float* x, Py_ssize_t n)
+    double fastdl_max(const double* x, Py_ssize_t n)
+    void fastdl_scalef(float* y, double r, Py_ssize_t n)
+    void fastdl_scale(double* y, double r, Py_ssize_t n)
+    void fastdl_sub2f(const float* x, double a, double b, float* y,
+                      Py_ssize_t n)
+    void fastdl_sub2(const double* x, double a, double b, double* y,
+                     Py_ssize_t n)
 
 
 cdef inline floating fexp(floating x) noexcept nogil:
-    """exp in the precision of the data.
+    """exp in the precision of the data, inline, for scalar use.
 
-    float32: fastdl_expf (SIMD-friendly, <= 1.16 ulp, see _fastexp.h) instead
-    of glibc's scalar expf; the sums it feeds are in double.  float64: libm
-    exp (correctly rounded in practice), since a polynomial exp good to
-    ~1e-16 would need a longer polynomial for a smaller gain.
+    The kernels' row loops call exp_shift / exp_shift_sum instead (measured:
+    the inline exp in a loop that also forms other sums stays scalar, and
+    the float64 one was then slower than libm's exp).  fastdl_expf /
+    fastdl_exp (_fastexp.h): <= 1.16 ulp (float32) and <= 1.21 ulp (float64).
     """
     if floating is float:
         return fastdl_expf(x)
     else:
-        return exp(x)
+        return fastdl_exp(x)
+
+
+cdef inline void exp_shift(const floating* x, floating shift, floating* y,
+                           Py_ssize_t n) noexcept nogil:
+    """y[j] = exp(x[j] - shift) for j < n through the SIMD block loop; y may
+    be x."""
+    if floating is float:
+        fastdl_expf_shift(x, shift, y, n)
+    else:
+        fastdl_exp_shift(x, shift, y, n)
+
+
+cdef inline void exp_shift_sum(const floating* x, floating shift, floating* y,
+                               Py_ssize_t n, double* acc) noexcept nogil:
+    """exp_shift, also adding y[j] in double into acc[j % LANES]."""
+    if floating is float:
+        fastdl_expf_shift_sum(x, shift, y, n, acc)
+    else:
+        fastdl_exp_shift_sum(x, shift, y, n, acc)
 
 
 cdef inline floating row_max(const floating* x, Py_ssize_t n) noexcept nogil:
@@ -64,26 +104,34 @@ cdef inline floating row_max(const floating* x, Py_ssize_t n) noexcept nogil:
     NaN never compares greater, so it is skipped here.  That is harmless: the
     callers feed every element through exp(x - max), so a NaN still reaches
     the row's sum and makes the result NaN, as the reference requires.
+    LANES running maxima with `v > m ? v : m` (the x86 maxps/maxpd operand
+    order), in the dispatched SIMD loop of _fastexp.h: as Cython code, gcc
+    left this loop scalar.
     """
-    cdef floating acc[LANES]
-    cdef floating m = -INFINITY
-    cdef Py_ssize_t j, jb, k, nb = n - n % LANES
-    # LANES independent running maxima, like the sums below: one serial
-    # chain of compare-selects cannot be vectorised (without -ffast-math gcc
-    # will not reorder it), while LANES independent ones map onto one
-    # vector max per step.  `v > m ? v : m` is exactly the x86 maxps/maxpd
-    # operand order, so NaN handling is unchanged.
-    for k in range(LANES):
-        acc[k] = -INFINITY
-    for jb in range(nb // LANES):
-        j = jb * LANES
-        for k in range(LANES):
-            acc[k] = x[j + k] if x[j + k] > acc[k] else acc[k]
-    for j in range(nb, n):
-        m = x[j] if x[j] > m else m
-    for k in range(LANES):
-        m = acc[k] if acc[k] > m else m
-    return m
+    if floating is float:
+        return fastdl_maxf(x, n)
+    else:
+        return fastdl_max(x, n)
+
+
+cdef inline void scale_row(floating* y, double r, Py_ssize_t n) noexcept nogil:
+    """y[j] = y[j] * r (SIMD loop): in double for float64; for float32 a
+    float32 product with r rounded to float32 (at most 1 ulp added instead
+    of 0.5, for a 2.5x cheaper pass; see _fastexp.h)."""
+    if floating is float:
+        fastdl_scalef(y, r, n)
+    else:
+        fastdl_scale(y, r, n)
+
+
+cdef inline void sub2_row(const floating* x, double a, double b, floating* y,
+                          Py_ssize_t n) noexcept nogil:
+    """y[j] = (x[j] - a) - b, formed in double and rounded once (SIMD loop);
+    y may be x."""
+    if floating is float:
+        fastdl_sub2f(x, a, b, y, n)
+    else:
+        fastdl_sub2(x, a, b, y, n)
 
 
 cdef inline double lane_total(double* acc) noexcept nogil:
@@ -92,41 +140,24 @@ cdef inline double lane_total(double* acc) noexcept nogil:
            ((acc[4] + acc[5]) + (acc[6] + acc[7]))
 
 
-cdef inline double _lane_add_f32(const float* b, Py_ssize_t n,
-                                 double* acc) noexcept nogil:
-    """acc[j % LANES] += b[j] for j < n (float32 terms, double sums)."""
-    cdef Py_ssize_t j, jb, k, nb = n - n % LANES
-    for jb in range(nb // LANES):
-        j = jb * LANES
-        for k in range(LANES):
-            acc[k] += b[j + k]
-    for j in range(nb, n):
-        acc[j - nb] += b[j]
-
-
 cdef inline double exp_sum(const floating* x, floating shift,
                            Py_ssize_t n) noexcept nogil:
-    """sum_j exp(x[j] - shift) over x[0:n], accumulated in double."""
+    """sum_j exp(x[j] - shift) over x[0:n], accumulated in double.
+
+    The exps of a block go to a small stack buffer through the SIMD loop,
+    which also adds them into the LANES partial sums.
+    """
     cdef double acc[LANES]
-    cdef float buf[EXP_BLOCK]
-    cdef Py_ssize_t j, jb, k, nb = n - n % LANES, j0, m
+    cdef floating buf[EXP_BLOCK]
+    cdef Py_ssize_t jb, k, j0
     for k in range(LANES):
         acc[k] = 0.0
-    if floating is float:
-        # float32: exps of a block go to a small stack buffer through the
-        # SIMD loop, then are added in double; the buffer stays in L1.
-        for jb in range((n + EXP_BLOCK - 1) // EXP_BLOCK):
-            j0 = jb * EXP_BLOCK
-            m = min(<Py_ssize_t>EXP_BLOCK, n - j0)
-            fastdl_expf_shift(x + j0, shift, buf, m)
-            _lane_add_f32(buf, m, acc)
-    else:
-        for jb in range(nb // LANES):
-            j = jb * LANES
-            for k in range(LANES):
-                acc[k] += fexp(x[j + k] - shift)
-        for j in range(nb, n):
-            acc[j - nb] += fexp(x[j] - shift)
+    # EXP_BLOCK is a multiple of LANES, so element j0 + j of the row lands in
+    # acc[j % LANES] as in one pass over the whole row.
+    for jb in range((n + EXP_BLOCK - 1) // EXP_BLOCK):
+        j0 = jb * EXP_BLOCK
+        exp_shift_sum(x + j0, shift, buf, min(<Py_ssize_t>EXP_BLOCK, n - j0),
+                      acc)
     return lane_total(acc)
 
 
@@ -137,29 +168,10 @@ cdef inline double exp_sum_store(const floating* x, floating shift,
     e may be x itself: each element is read before it is overwritten.
     """
     cdef double acc[LANES]
-    cdef floating v
-    cdef Py_ssize_t j, jb, k, nb = n - n % LANES, j0, m
+    cdef Py_ssize_t k
     for k in range(LANES):
         acc[k] = 0.0
-    if floating is float:
-        # float32: the SIMD exp loop writes a block of e, which is then summed
-        # while it is still in L1.
-        for jb in range((n + EXP_BLOCK - 1) // EXP_BLOCK):
-            j0 = jb * EXP_BLOCK
-            m = min(<Py_ssize_t>EXP_BLOCK, n - j0)
-            fastdl_expf_shift(x + j0, shift, e + j0, m)
-            _lane_add_f32(e + j0, m, acc)
-    else:
-        for jb in range(nb // LANES):
-            j = jb * LANES
-            for k in range(LANES):
-                v = fexp(x[j + k] - shift)
-                e[j + k] = v
-                acc[k] += v
-        for j in range(nb, n):
-            v = fexp(x[j] - shift)
-            e[j] = v
-            acc[j - nb] += v
+    exp_shift_sum(x, shift, e, n, acc)
     return lane_total(acc)
 
 

@@ -15,30 +15,32 @@ from libc.math cimport log
 from libc.stdint cimport int64_t
 from libc.string cimport memset
 
-from _common cimport (FASTDL_HAVE_OPENMP, LANES, fexp, row_max, exp_sum,
-                      exp_sum_store, lane_total)
+from _common cimport (FASTDL_HAVE_OPENMP, LANES, EXP_BLOCK, row_max, exp_sum,
+                      exp_sum_store, exp_shift_sum, scale_row, lane_total)
 
 HAVE_OPENMP = bool(FASTDL_HAVE_OPENMP)
 
 
 # ------------------------------------------------------- class-index targets
 
-cdef inline void _smooth_step(const floating* z, floating m, const floating* w,
-                              floating* g, Py_ssize_t j, double* acc_s,
-                              double* acc_wd) noexcept nogil:
-    """One element of pass 2 with label smoothing: acc_s += exp(z_j - m),
-    acc_wd += w_j * (z_j - m), and the exp stored into g_j when g is set."""
-    cdef floating e = fexp(z[j] - m)
-    # z_j - m again in double: exact for float32 inputs, and the loss gets
-    # no float32 rounding of the shifted logits.
-    cdef double d = <double>z[j] - <double>m
-    if g != NULL:
-        g[j] = e
-    acc_s[0] += e
-    if w != NULL:
-        acc_wd[0] += <double>w[j] * d
-    else:
-        acc_wd[0] += d
+cdef inline void _wd_sums(const floating* z, floating m, const floating* w,
+                          Py_ssize_t n, double* acc_wd) noexcept nogil:
+    """acc_wd[j % LANES] += w_j (z_j - m) over z[0:n] (w_j = 1 when w is
+    NULL); z_j - m in double: exact for float32 inputs, and the loss gets no
+    float32 rounding of the shifted logits."""
+    cdef Py_ssize_t j, jb, k, nb = n - n % LANES
+    for jb in range(nb // LANES):
+        j = jb * LANES
+        for k in range(LANES):
+            if w != NULL:
+                acc_wd[k] += <double>w[j + k] * (<double>z[j + k] - <double>m)
+            else:
+                acc_wd[k] += <double>z[j + k] - <double>m
+    for j in range(nb, n):
+        if w != NULL:
+            acc_wd[j - nb] += <double>w[j] * (<double>z[j] - <double>m)
+        else:
+            acc_wd[j - nb] += <double>z[j] - <double>m
 
 
 cdef inline double _exp_sum_smooth(const floating* z, floating m,
@@ -46,19 +48,26 @@ cdef inline double _exp_sum_smooth(const floating* z, floating m,
                                    Py_ssize_t n, double* sum_wd) noexcept nogil:
     """Pass 2 with label smoothing: return sum_c exp(z_c - m) and set
     sum_wd = sum_c w_c (z_c - m) (w_c = 1 when w is NULL), both with LANES
-    partial sums (see _common.pxd)."""
+    partial sums (see _common.pxd); the exps are stored into g when g is
+    not NULL.
+
+    Block by block: first the w (z - m) sums, then the exps through the SIMD
+    exp loop, which may overwrite that block of z when g is z.  EXP_BLOCK is
+    a multiple of LANES, so element c lands in partial sum c % LANES exactly
+    as in one pass over the row.
+    """
     cdef double acc_s[LANES]
     cdef double acc_wd[LANES]
-    cdef Py_ssize_t j, jb, k, nb = n - n % LANES
+    cdef floating buf[EXP_BLOCK]
+    cdef Py_ssize_t jb, k, j0, mb
     for k in range(LANES):
         acc_s[k] = 0.0
         acc_wd[k] = 0.0
-    for jb in range(nb // LANES):
-        j = jb * LANES
-        for k in range(LANES):
-            _smooth_step(z, m, w, g, j + k, &acc_s[k], &acc_wd[k])
-    for j in range(nb, n):
-        _smooth_step(z, m, w, g, j, &acc_s[j - nb], &acc_wd[j - nb])
+    for jb in range((n + EXP_BLOCK - 1) // EXP_BLOCK):
+        j0 = jb * EXP_BLOCK
+        mb = min(<Py_ssize_t>EXP_BLOCK, n - j0)
+        _wd_sums(z + j0, m, w + j0 if w != NULL else NULL, mb, acc_wd)
+        exp_shift_sum(z + j0, m, g + j0 if g != NULL else buf, mb, acc_s)
     sum_wd[0] = lane_total(acc_wd)
     return lane_total(acc_s)
 
@@ -104,8 +113,7 @@ cdef inline double _ce_index_row(const floating* z, Py_ssize_t n,
     coef = scale * a / s
     c_w = scale * eps / n
     if eps == 0.0:
-        for j in range(n):
-            g[j] = <floating>(g[j] * coef)
+        scale_row(g, coef, n)
     elif w == NULL:
         for j in range(n):
             g[j] = <floating>(g[j] * coef - c_w)
@@ -167,22 +175,21 @@ cdef inline double _q(const floating* q, Py_ssize_t j, double eps,
     return (1.0 - eps) * q[j] + eps_c
 
 
-cdef inline void _prob_step(const floating* z, floating m, const floating* q,
-                            const floating* w, floating* g, Py_ssize_t j,
-                            double eps, double eps_c, double* acc_s,
-                            double* acc_wq, double* acc_wqd) noexcept nogil:
-    """One element of pass 2: exp sum, sum of w q and sum of w q (z - m)."""
-    cdef floating e = fexp(z[j] - m)
-    # z_j - m in double (exact for float32), read before g_j (maybe z_j) is set.
-    cdef double d = <double>z[j] - <double>m
-    cdef double wq = _q(q, j, eps, eps_c)
-    if w != NULL:
-        wq = wq * w[j]
-    if g != NULL:
-        g[j] = e
-    acc_s[0] += e
-    acc_wq[0] += wq
-    acc_wqd[0] += wq * d
+cdef inline void _prob_sums(const floating* z, floating m, const floating* q,
+                            const floating* w, Py_ssize_t n, double eps,
+                            double eps_c, double* acc_wq,
+                            double* acc_wqd) noexcept nogil:
+    """acc_wq[j % LANES] += w_j q_j and acc_wqd[j % LANES] += w_j q_j (z_j - m)
+    over z[0:n], q the smoothed target (see _q); z_j - m in double (exact
+    for float32)."""
+    cdef double wq
+    cdef Py_ssize_t j
+    for j in range(n):
+        wq = _q(q, j, eps, eps_c)
+        if w != NULL:
+            wq = wq * w[j]
+        acc_wq[j % LANES] += wq
+        acc_wqd[j % LANES] += wq * (<double>z[j] - <double>m)
 
 
 cdef inline double _ce_prob_row(const floating* z, const floating* q,
@@ -194,21 +201,22 @@ cdef inline double _ce_prob_row(const floating* z, const floating* q,
     cdef double acc_s[LANES]
     cdef double acc_wq[LANES]
     cdef double acc_wqd[LANES]
+    cdef floating buf[EXP_BLOCK]
     cdef double s, sum_wq, sum_wqd, coef, c_q, wq, eps_c = eps / n
-    cdef Py_ssize_t j, jb, k, nb = n - n % LANES
+    cdef Py_ssize_t j, jb, k, j0, mb
     for k in range(LANES):
         acc_s[k] = 0.0
         acc_wq[k] = 0.0
         acc_wqd[k] = 0.0
-    # Pass 2 (max shift as in the index case; LANES partial sums).
-    for jb in range(nb // LANES):
-        j = jb * LANES
-        for k in range(LANES):
-            _prob_step(z, m, q, w, g, j + k, eps, eps_c,
-                       &acc_s[k], &acc_wq[k], &acc_wqd[k])
-    for j in range(nb, n):
-        _prob_step(z, m, q, w, g, j, eps, eps_c,
-                   &acc_s[j - nb], &acc_wq[j - nb], &acc_wqd[j - nb])
+    # Pass 2 (max shift as in the index case; LANES partial sums), block by
+    # block as in _exp_sum_smooth: the target sums first, then the exps
+    # (which may overwrite that block of z when g is z).
+    for jb in range((n + EXP_BLOCK - 1) // EXP_BLOCK):
+        j0 = jb * EXP_BLOCK
+        mb = min(<Py_ssize_t>EXP_BLOCK, n - j0)
+        _prob_sums(z + j0, m, q + j0, w + j0 if w != NULL else NULL, mb, eps,
+                   eps_c, acc_wq, acc_wqd)
+        exp_shift_sum(z + j0, m, g + j0 if g != NULL else buf, mb, acc_s)
     s = lane_total(acc_s)
     sum_wq = lane_total(acc_wq)
     sum_wqd = lane_total(acc_wqd)

@@ -10,8 +10,9 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport log, isfinite
 
-from _common cimport (FASTDL_HAVE_OPENMP, EXP_BLOCK, fexp, fastdl_expf_shift,
-                      row_max, exp_sum, exp_sum_store, row_sum, row_dot)
+from _common cimport (FASTDL_HAVE_OPENMP, EXP_BLOCK, exp_shift, row_max,
+                      exp_sum, exp_sum_store, scale_row, sub2_row, row_sum,
+                      row_dot)
 
 HAVE_OPENMP = bool(FASTDL_HAVE_OPENMP)
 
@@ -35,30 +36,27 @@ cdef inline floating _logsumexp_row(const floating* x,
 cdef inline void _softmax_row(const floating* x, floating* out,
                               Py_ssize_t n) noexcept nogil:
     cdef floating m = row_max(x, n)
-    cdef Py_ssize_t j
     # Max shift (see _logsumexp_row).  No finite-max exception here: an all
     # -inf row gives -inf - (-inf) = NaN everywhere, as the contract wants,
     # and a +inf gives NaN through inf - inf.  The exps go straight into out
     # (pass 2) so pass 3 only rescales them: no second exp.
     cdef double s = exp_sum_store(x, m, out, n)
     # s >= 1 when m is finite (the max contributes exp(0) = 1), so 1/s is
-    # finite; a single rounding per element as out[j] * r is formed in double.
-    cdef double r = 1.0 / s
-    for j in range(n):
-        out[j] = <floating>(out[j] * r)
+    # finite.  float64: out[j] * r rounded once; float32: a float32 product
+    # with r rounded to float32, within 1 ulp of the exact out[j] / s (see
+    # scale_row), like PyTorch's float32 softmax.
+    scale_row(out, 1.0 / s, n)
 
 
 cdef inline void _log_softmax_row(const floating* x, floating* out,
                                   Py_ssize_t n) noexcept nogil:
     cdef floating m = row_max(x, n)
     cdef double log_s = log(exp_sum(x, m, n))
-    cdef Py_ssize_t j
     # (x - m) - log(s), not x - (m + log(s)): when m dominates, log(s) is
     # tiny and m + log(s) would round it away, while x - m is exact for the
     # large entries.  This is what makes log_softmax([1000, 1, 0]) exactly
     # [0, -999, -1000].  Formed in double so float32 rounds only once.
-    for j in range(n):
-        out[j] = <floating>((<double>x[j] - m) - log_s)
+    sub2_row(x, m, log_s, out, n)
 
 
 cdef inline void _softmax_backward_row(const floating* dy, const floating* y,
@@ -76,21 +74,17 @@ cdef inline void _log_softmax_backward_row(const floating* dy,
                                            Py_ssize_t n) noexcept nogil:
     cdef double total = row_sum(dy, n)
     cdef Py_ssize_t j, j0, jb, m
-    cdef float buf[EXP_BLOCK]
-    # out may alias dy or y: element j of both is read before out[j] is set
-    # (float32: a block of y is exponentiated into buf before that block of
-    # out is written).
-    if floating is float:
-        # float32: exp(y) a block at a time through the SIMD exp loop.
-        for jb in range((n + EXP_BLOCK - 1) // EXP_BLOCK):
-            j0 = jb * EXP_BLOCK
-            m = min(<Py_ssize_t>EXP_BLOCK, n - j0)
-            fastdl_expf_shift(y + j0, 0.0, buf, m)
-            for j in range(m):
-                out[j0 + j] = <float>(<double>dy[j0 + j] - <double>buf[j] * total)
-    else:
-        for j in range(n):
-            out[j] = <floating>(<double>dy[j] - fexp(y[j]) * total)
+    cdef floating buf[EXP_BLOCK]
+    # exp(y) a block at a time through the SIMD exp loop.  out may alias dy
+    # or y: a block of y is exponentiated into buf before that block of out
+    # is written, and dy[j] is read before out[j].
+    for jb in range((n + EXP_BLOCK - 1) // EXP_BLOCK):
+        j0 = jb * EXP_BLOCK
+        m = min(<Py_ssize_t>EXP_BLOCK, n - j0)
+        exp_shift(y + j0, 0.0, buf, m)
+        for j in range(m):
+            out[j0 + j] = <floating>(<double>dy[j0 + j]
+                                     - <double>buf[j] * total)
 
 
 # ------------------------------------------------------------------ kernels

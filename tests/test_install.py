@@ -299,7 +299,7 @@ def test_show_config_reports_build_simd_and_cache(capsys):
         except ImportError:
             pytest.skip("compiled without setup.py's build record")
         assert info["cython openmp"].startswith("on" if _build_info.OPENMP else "off")
-        simd = info["float32 exp simd"]
+        simd = info["exp simd copy"]
         if _build_info.SIMD_CLONES:
             assert simd.split()[0] in _build_info.SIMD_CLONES
         else:
@@ -311,11 +311,13 @@ def test_show_config_reports_build_simd_and_cache(capsys):
 def test_simd_in_use_follows_resolver_priority(monkeypatch):
     import numpy._core._multiarray_umath as um
 
-    clones = ("avx512f", "avx2", "default")
+    clones = ("avx512f", "avx2+fma", "default")
     feats = dict(um.__cpu_features__)
-    for avx512, avx2, expected in [(True, True, "avx512f"), (False, True, "avx2"),
-                                   (False, False, "default")]:
-        feats.update(AVX512F=avx512, AVX2=avx2)
+    for avx512, avx2, fma, expected in [(True, True, True, "avx512f"),
+                                        (False, True, True, "avx2+fma"),
+                                        (False, True, False, "default"),  # AVX2 without FMA
+                                        (False, False, False, "default")]:
+        feats.update(AVX512F=avx512, AVX2=avx2, FMA3=fma)
         monkeypatch.setattr(um, "__cpu_features__", feats)
         assert _info._simd_in_use(clones).split()[0] == expected
     assert _info._simd_in_use(()).startswith("default only")

@@ -1,0 +1,154 @@
+"""The compiled backends' polynomial exps, seen through the public kernels.
+
+Both compiled backends replace libm's scalar exp with vectorisable
+polynomials (kernels/_fastexp.h for Cython, ``_exp_for_float32`` /
+``_exp_for_float64`` in fastdl/backends/_numba_kernels.py).  Their claimed
+bounds, from sweeps run outside the test suite (all float32 in [-105, 89.5];
+3.4e8 float64 points against long double, see the header): float32 <= 1.16
+ulp, float64 <= 1.21 ulp.  Here a dense sample of the same ranges, plus the
+thresholds, goes through ``log_softmax_backward``, which computes
+``dy - exp(y) * sum(dy)``: with a row ``dy = [-1, 0, 0, ...]`` the sum is
+-1 and every other entry is ``0 + exp(y_j)``, exactly the exp the kernel
+computed.  The reference is exp in long double (x87, 64-bit mantissa).
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+import fastdl
+
+#: Allowed error in ulps of the dtype (measured maxima 1.16 and 1.21).
+ULP_BOUND = {np.dtype(np.float32): 2.0, np.dtype(np.float64): 1.5}
+
+#: Sampled ranges: the whole finite-result domain, then the parts where a
+#: polynomial exp is most likely to slip (denormal results, the overflow
+#: edge, the reduction's branch points near 0).
+RANGES = {
+    np.dtype(np.float32): [(-103.9, 88.72), (-1.0, 1.0), (-103.97, -87.3), (88.0, 88.7228)],
+    np.dtype(np.float64): [(-745.13, 709.78), (-1.0, 1.0), (-745.13, -708.4),
+                           (709.0, 709.7827)],
+}
+
+needs_longdouble = pytest.mark.skipif(
+    np.finfo(np.longdouble).nmant < 63, reason="long double is not x87 extended here")
+
+
+def _exp_through_kernel(y, backend):
+    """exp(y) for a 1-d y as computed inside log_softmax_backward."""
+    row = np.concatenate([np.zeros(1, y.dtype), y])[None, :]
+    dy = np.zeros_like(row)
+    dy[0, 0] = -1
+    return fastdl.log_softmax_backward(dy, row, backend=backend)[0, 1:]
+
+
+def _ulp_errors(got, x):
+    """|got - exp(x)| in ulps of got's dtype at the exact value (long double)."""
+    return _ulp_errors_vs(got, np.exp(x.astype(np.longdouble)))
+
+
+def _ulp_errors_vs(got, ref):
+    """|got - ref| in ulps of got's dtype at ref (a long double array)."""
+    finfo = np.finfo(got.dtype)
+    _, e = np.frexp(ref)
+    ulp = np.ldexp(np.longdouble(1), np.maximum(e - (finfo.nmant + 1),
+                                                finfo.minexp - finfo.nmant))
+    return np.abs(got.astype(np.longdouble) - ref) / ulp
+
+
+@needs_longdouble
+@pytest.mark.parametrize("lo_hi", range(4), ids=["all", "unit", "denormal", "overflow-edge"])
+def test_dense_sample_within_ulp_bound(compiled_backend, dtype, lo_hi):
+    lo, hi = RANGES[dtype][lo_hi]
+    x = np.random.default_rng(lo_hi).uniform(lo, hi, 250_000).astype(dtype)
+    got = _exp_through_kernel(x, compiled_backend)
+    err = _ulp_errors(got, x)
+    worst = int(np.argmax(err))
+    assert err[worst] <= ULP_BOUND[dtype], (
+        f"{float(err[worst]):.3f} ulp at x={x[worst]!r}: got {got[worst]!r}")
+
+
+def _thresholds(dtype):
+    """(x, expected exp(x)) pairs fixed by IEEE rounding, for either dtype."""
+    if dtype == np.float32:
+        # Neighbours of the thresholds, found with mpmath: ln(FLT_MAX + half
+        # an ulp) = 88.7228391..., ln(2^-150) = -103.9720770839918.
+        big = np.float32(88.72283)            # largest x with a finite exp
+        tiny = np.float32(-103.97208)         # exp rounds to the smallest denormal
+        below = np.float32(-103.972084)       # exp rounds to 0
+        max_finite = np.float32(np.finfo(np.float32).max)
+    else:
+        # ln(2^-1075) = -745.13321910194120762...
+        big = 709.782712893384
+        tiny = -745.1332191019411             # exp rounds to the smallest denormal
+        below = -745.1332191019412            # exp rounds to 0
+        max_finite = np.finfo(np.float64).max
+    over = np.nextafter(dtype.type(big), dtype.type(np.inf))
+    smallest = np.finfo(dtype).smallest_subnormal
+    return [
+        (-np.inf, 0.0), (np.inf, np.inf), (0.0, 1.0), (-0.0, 1.0),
+        (big, None), (over, np.inf), (tiny, smallest), (below, 0.0),
+        (-1000.0, 0.0), (1000.0, np.inf), (dtype.type(max_finite), np.inf),
+        (-dtype.type(max_finite), 0.0),
+    ]
+
+
+def test_special_values_and_thresholds(compiled_backend, dtype):
+    pairs = _thresholds(dtype)
+    x = np.array([p[0] for p in pairs] + [np.nan], dtype=dtype)
+    got = _exp_through_kernel(x, compiled_backend)
+    for (xi, want), g in zip(pairs, got[:-1]):
+        if want is None:  # the largest finite exp: finite, within a ulp of FLT/DBL_MAX
+            assert math.isfinite(g) and g > np.finfo(dtype).max / 2, (xi, g)
+        else:
+            assert g == want, (xi, g, want)
+    assert np.isnan(got[-1])
+
+
+def test_exp_zero_is_exactly_one_inside_log_softmax(compiled_backend, dtype):
+    # The dominant entry's log-probability must be exactly 0: exp(0) == 1 in
+    # the exp-sum, and the other terms underflow to 0.
+    x = np.array([[1000.0, 1.0, 0.0], [0.0, -800.0, -900.0]], dtype=dtype)
+    ls = fastdl.log_softmax(x, backend=compiled_backend)
+    assert ls[0, 0] == 0 and ls[1, 0] == 0
+    assert ls[0, 1] == -999 and ls[0, 2] == -1000
+
+
+@needs_longdouble
+def test_softmax_float64_near_extremes(compiled_backend, rng):
+    # Rows whose shifted exps span the whole float64 range, down into the
+    # denormals: softmax must agree with the long-double reference to a few
+    # ulps of each entry (exp error + one division), and gradually underflow.
+    x = np.concatenate([rng.uniform(-744.0, 0.0, (8, 300)), np.zeros((8, 1))], axis=1)
+    got = fastdl.softmax(x, backend=compiled_backend)
+    e = np.exp(x.astype(np.longdouble) - x.max(axis=1, keepdims=True))
+    ref = e / e.sum(axis=1, keepdims=True)
+    normal = ref >= np.finfo(np.float64).tiny
+    rel = np.abs(got.astype(np.longdouble) - ref)[normal] / ref[normal]
+    assert float(rel.max()) <= 4 * np.finfo(np.float64).eps
+    # Denormal results: within a couple of the smallest denormal spacings.
+    den = ~normal
+    assert np.all(np.abs(got.astype(np.longdouble) - ref)[den]
+                  <= 2 * np.finfo(np.float64).smallest_subnormal)
+
+
+#: Whether a backend forms the float32 shift x - max in float32 (Cython: the
+#: exp loop takes float32 arguments, as PyTorch's does) or in float64 (Numba).
+SHIFT_IN_FLOAT32 = {"cython": True, "numba": False}
+
+
+@needs_longdouble
+def test_softmax_float32_within_3_ulp(compiled_backend, rng):
+    # exp error (<= 1 ulp in the AVX2+FMA loops), the float32 rescale by
+    # 1/sum (<= 1 ulp) and the sum's rounding: within 3 ulp of the exact
+    # softmax of the shifted values the backend exponentiates.
+    x = (rng.standard_normal((64, 1000)) * 4).astype(np.float32)
+    got = fastdl.softmax(x, backend=compiled_backend)
+    if SHIFT_IN_FLOAT32.get(compiled_backend, False):
+        d = (x - x.max(axis=1, keepdims=True)).astype(np.longdouble)
+    else:
+        d = x.astype(np.longdouble) - x.max(axis=1, keepdims=True)
+    e = np.exp(d)
+    err = _ulp_errors_vs(got, e / e.sum(axis=1, keepdims=True))
+    assert float(err.max()) <= 3.0
