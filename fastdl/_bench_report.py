@@ -869,7 +869,8 @@ def training_step_times(mode, torch, log):
     64 -> 128 -> ReLU -> 10, CrossEntropyLoss, Adam, float32, batch 64: the
     layer API ("auto"), :func:`fastdl.compile_step`, the hand-written NumPy
     MLP and PyTorch eager of ``python -m fastdl demo``, and the five GEMMs
-    alone.  One thread: at batch 64 a second one costs more than it saves,
+    alone, each pass over the batches timed in turn for every contender.
+    One thread: at batch 64 a second one costs more than it saves,
     for every contender.
     """
     from . import _train_demo as demo
@@ -897,15 +898,29 @@ def training_step_times(mode, torch, log):
     if torch is not None:
         variants.append(("PyTorch eager", lambda: demo._torch_step(0, 1e-3, 1)[0]))
     variants.append(("GEMMs alone (floor)", _gemm_floor_step))
-    times = {}
+    steps = {}
+    samples = {}
     try:
         for name, make in variants:
             try:
-                step = make()
+                steps[name] = make()
             except ImportError as exc:
                 log(f"training step: {name} skipped ({exc})")
                 continue
-            times[name] = demo._time_steps(step, batches, TRAIN_REPEAT[mode])
+            samples[name] = []
+            for x, t in batches[:5]:  # warm-up: JIT compilation, buffers
+                steps[name](x, t)
+        # Passes alternate between the contenders, in a rotating order, so a
+        # disturbance of the machine lands on all of them alike.
+        names = list(steps)
+        for k in range(TRAIN_REPEAT[mode]):
+            for name in names[k % len(names):] + names[:k % len(names)]:
+                step = steps[name]
+                t0 = time.perf_counter()
+                for x, t in batches:
+                    step(x, t)
+                samples[name].append((time.perf_counter() - t0) / len(batches))
+        times = {name: statistics.median(v) for name, v in samples.items()}
         log("training step: " + ", ".join(f"{k} {_fmt_time(v)}" for k, v in times.items()))
     finally:
         fastdl.set_num_threads(old)
@@ -1008,8 +1023,9 @@ def write_markdown(path, info, opts, copy_bw, gemm_peak, cases, compiled, fastes
         L += ["## Training step (digits MLP)", "",
               "64 → 128 → ReLU → 10, cross-entropy, Adam, float32, batch 64, synthetic "
               "batches of the digits shapes; one thread for every contender (fastdl, BLAS, "
-              "PyTorch); median time per step over the batches, then median of "
-              f"{TRAIN_REPEAT[opts['mode']]} passes. `NumPy/X` and `torch/X` > 1× mean X is "
+              "PyTorch); time per step = one pass over the batches / their number, "
+              f"median over {TRAIN_REPEAT[opts['mode']]} passes per contender, the "
+              "contenders' passes interleaved. `NumPy/X` and `torch/X` > 1× mean X is "
               "faster. `GEMMs alone` is the five matrix products of the step without "
               "anything else: the floor for any implementation calling this BLAS.", "",
               train_table(train), ""]
