@@ -41,16 +41,16 @@ NUMBA_FASTMATH = frozenset({"reassoc", "contract"})
 #: NumPy reference is used by "auto" only when no compiled backend works.
 #: From bench/results/RESULTS.md ("Fastest backend per kernel", geometric
 #: mean over the benchmark sizes, float32 and float64, 2 threads): Numba is
-#: clearly ahead for softmax_backward (Cython 0.75-0.84x its speed) and
-#: log_softmax (0.83-0.86x); elsewhere Cython is ahead or the two are within
-#: a few percent, and Cython wins on first-call cost (no JIT, no Numba
-#: import), so it goes first.
+#: clearly ahead for softmax_backward (Cython 0.74-0.88x its speed);
+#: elsewhere Cython is ahead (log_softmax float32: Numba 0.91x since the
+#: SIMD exp loops) or the two are within a few percent, and Cython wins on
+#: first-call cost (no JIT, no Numba import), so it goes first.
 AUTO_ORDER = {
     "affine_forward": ("cython", "numba"),
     "affine_backward": ("cython", "numba"),
     "logsumexp": ("cython", "numba"),
     "softmax": ("cython", "numba"),
-    "log_softmax": ("numba", "cython"),
+    "log_softmax": ("cython", "numba"),
     "softmax_backward": ("numba", "cython"),
     "log_softmax_backward": ("cython", "numba"),
     "cross_entropy": ("cython", "numba"),
