@@ -724,9 +724,10 @@ def _ce_finish_grad(a, out, buf, target):
 _I64 = np.dtype(np.int64)
 
 
-def _ce_with_grad_fast(logits, target, ignore_index, reduction, label_smoothing, out,
-                       backend):
-    """:func:`cross_entropy_with_grad` for the common case, or None.
+def _ce_fast(logits, target, ignore_index, reduction, label_smoothing, out, backend,
+             grad=True):
+    """:func:`cross_entropy` (``grad=False``) or :func:`cross_entropy_with_grad`
+    for the common case, or None.
 
     The case: (N, C) contiguous float logits with N, C >= 1, an int64 (N,)
     target whose labels are all in [0, C) and none equal to
@@ -749,19 +750,22 @@ def _ce_with_grad_fast(logits, target, ignore_index, reduction, label_smoothing,
     hi = target[target.argmax()]
     if lo < 0 or hi >= n_classes or lo <= ignore_index <= hi:
         return None
-    buf = np.empty((n, n_classes), dt) if out is None else fast_out(out, (n, n_classes), dt,
-                                                                     (logits, target))
-    if buf is None:
-        return None
-    scale = np.empty(n, np.float64)
-    scale.fill(1.0 / n if reduction == "mean" else 1.0)
+    buf = scale = None
+    if grad:
+        buf = np.empty((n, n_classes), dt) if out is None else fast_out(
+            out, (n, n_classes), dt, (logits, target))
+        if buf is None:
+            return None
+        scale = np.empty(n, np.float64)
+        scale.fill(1.0 / n if reduction == "mean" else 1.0)
     loss = np.empty(n, np.float64)
     # No label equals ignore_index, so any value outside [lo, hi] serves the
     # kernel; -1 also fits its int64 argument whatever ignore_index is.
     resolve("cross_entropy", backend).cross_entropy_index(
         logits, target, None, -1, float(label_smoothing), scale, loss, buf)
     total = math.fsum(loss.data) if n < 1 << 16 else float(np.sum(loss))
-    return dt.type(total / n if reduction == "mean" else total), buf
+    value = dt.type(total / n if reduction == "mean" else total)
+    return (value, buf) if grad else (value,)
 
 
 _CE_DOC_OPTIONS = """    weight : ndarray, shape (C,), optional
@@ -822,6 +826,11 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100,
     >>> round(float(fastdl.cross_entropy(logits, np.array([0, 2]))), 6)
     0.669079
     """
+    if weight is None and (reduction == "mean" or reduction == "sum"):
+        fast = _ce_fast(logits, target, ignore_index, reduction, label_smoothing, None,
+                        backend, grad=False)
+        if fast is not None:
+            return fast[0]
     a = _ce_args(logits, target, weight, ignore_index, reduction, label_smoothing)
     loss = _ce_run(a, None, None, backend)
     return _ce_reduce(a, loss, _ce_denominator(a))
@@ -910,8 +919,8 @@ def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
     (0.693147, array([[ 0.5, -0.5]]))
     """
     if weight is None and (reduction == "mean" or reduction == "sum"):
-        fast = _ce_with_grad_fast(logits, target, ignore_index, reduction,
-                                  label_smoothing, out, backend)
+        fast = _ce_fast(logits, target, ignore_index, reduction, label_smoothing, out,
+                        backend)
         if fast is not None:
             return fast
     a = _ce_args(logits, target, weight, ignore_index, reduction, label_smoothing)

@@ -95,12 +95,17 @@ def test_cross_entropy_fast_path_taken_and_equal_to_general(backend, dtype, redu
     target = rng.integers(0, 5, 9)
     general = fastdl.cross_entropy_with_grad(_fortran(logits), target, reduction=reduction,
                                              label_smoothing=smoothing, backend=backend)
+    general_loss = fastdl.cross_entropy(_fortran(logits), target, reduction=reduction,
+                                        label_smoothing=smoothing, backend=backend)
     with monkeypatch.context() as m:
         _general_only(m, _core, "_ce_args")
         fast = fastdl.cross_entropy_with_grad(logits, target, reduction=reduction,
                                               label_smoothing=smoothing, backend=backend)
-    assert type(fast[0]) is type(general[0])
+        fast_loss = fastdl.cross_entropy(logits, target, reduction=reduction,
+                                         label_smoothing=smoothing, backend=backend)
+    assert type(fast[0]) is type(general[0]) is type(fast_loss) is type(general_loss)
     assert fast[0] == general[0]
+    assert fast_loss == general_loss
     np.testing.assert_array_equal(fast[1], general[1])
 
 
