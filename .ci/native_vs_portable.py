@@ -50,7 +50,9 @@ def load(path_dir, name):
     full = f"fastdl.backends.{name}"
     loader = importlib.machinery.ExtensionFileLoader(full, str(path))
     spec = importlib.util.spec_from_file_location(full, str(path), loader=loader)
-    return importlib.util.module_from_spec(spec)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def np_softmax(x):
