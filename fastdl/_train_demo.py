@@ -249,8 +249,8 @@ def run_train_demo(argv=None) -> int:
                                         rng=np.random.default_rng(args.seed)))
             batches = [b for b in batches if len(b[0]) == args.batch_size]
             rows = []
-            rows.append(("fastdl (auto)", _time_steps(_fastdl_step(args.seed, args.lr),
-                                                      batches, args.repeat)))
+            rows.append(("fastdl layers (auto)", _time_steps(_fastdl_step(args.seed, args.lr),
+                                                             batches, args.repeat)))
             try:
                 compiled = _compiled_fastdl_step(args.seed, args.lr)
             except ImportError as exc:  # no SciPy and NumPy's BLAS not callable

@@ -56,7 +56,8 @@ def test_train_demo_runs(capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "held-out accuracy" in out
-    for row in ("fastdl (auto)", "fastdl (numpy backend)", "hand-written NumPy"):
+    for row in ("fastdl layers (auto)", "fastdl compile_step", "fastdl (numpy backend)",
+                "hand-written NumPy", "speed-up over hand-written NumPy"):
         assert row in out
 
 
