@@ -19,7 +19,7 @@ import numpy as np
 
 from ._backend import register_family, resolve
 from ._validate import (
-    c_contiguous, check_out, fast_out, float_arrays_alike, kernel_buffer, plain, plain_float,
+    c_contiguous, check_out, fast_out, float_arrays_alike, kernel_buffer, plain_alike,
 )
 
 __all__ = [
@@ -85,11 +85,10 @@ def _apply(op, named, options, out, backend):
     """
     # Fast path (see fastdl._validate): contiguous inputs of one dtype and
     # shape, ``out`` absent or separate from them.
-    first = named[0][1]
-    dt = plain_float(first)
-    if dt is not None and first.ndim and all(
-            plain(a, dt) and a.shape == first.shape for _, a in named[1:]):
-        inputs = [a for _, a in named]
+    inputs = [a for _, a in named]
+    first = inputs[0]
+    dt = plain_alike(inputs)
+    if dt is not None and first.ndim:
         buf = (np.empty(first.shape, dt) if out is None
                else fast_out(out, first.shape, dt, inputs))
         if buf is not None:

@@ -16,6 +16,7 @@ from ._backend import resolve
 from ._validate import (
     fast_out,
     plain,
+    plain_alike,
     plain_float,
     c_contiguous,
     check_out,
@@ -290,11 +291,11 @@ def _rowwise(kernel_name, inputs, axis, out, backend):
     """
     # Fast path (see fastdl._validate): 2-D contiguous arrays of one dtype
     # and shape, reduced along the last axis, out absent or separate.
-    first = inputs[0][1]
-    dt = plain_float(first)
-    if (dt is not None and first.ndim == 2 and type(axis) is int and (axis == -1 or axis == 1)
-            and all(plain(a, dt) and a.shape == first.shape for _, a in inputs[1:])):
-        arrays = [a for _, a in inputs]
+    arrays = [a for _, a in inputs]
+    first = arrays[0]
+    dt = plain_alike(arrays)
+    if (dt is not None and first.ndim == 2 and type(axis) is int
+            and (axis == -1 or axis == 1)):
         buf = (np.empty(first.shape, dt) if out is None
                else fast_out(out, first.shape, dt, arrays))
         if buf is not None:

@@ -12,7 +12,7 @@ import operator
 import numpy as np
 
 from ._backend import register_family, resolve
-from ._validate import float_arrays_alike, plain, plain_float
+from ._validate import float_arrays_alike, plain_alike
 
 __all__ = ["sgd_step", "adam_step"]
 
@@ -36,16 +36,9 @@ def _flat_views(named):
     updated through a contiguous copy, copied back by ``_write_back``.
     """
     # Fast path (see fastdl._validate): contiguous, one dtype and shape.
-    first = named[0][1]
-    dt = plain_float(first)
-    if dt is not None:
-        shape = first.shape
-        for name, a in named:
-            if not (plain(a, dt) and a.shape == shape
-                    and (name == "grad" or a.flags.writeable)):
-                break
-        else:
-            return [a.ravel() for _, a in named], ()
+    if plain_alike([a for _, a in named]) is not None and all(
+            name == "grad" or a.flags.writeable for name, a in named):
+        return [a.ravel() for _, a in named], ()
     arrays, _, _ = float_arrays_alike(named)
     flats, pending = [], []
     for name, a in arrays:

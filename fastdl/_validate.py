@@ -37,6 +37,20 @@ def plain_float(a):
     return dt if (dt is F32 or dt is F64) and a.flags.c_contiguous else None
 
 
+def plain_alike(arrays):
+    """The dtype when ``arrays`` are C-contiguous ndarrays of one float dtype
+    and one shape (see :func:`plain_float`), else None."""
+    first = arrays[0]
+    dt = plain_float(first)
+    if dt is None:
+        return None
+    shape = first.shape
+    for a in arrays[1:]:
+        if not (plain(a, dt) and a.shape == shape):
+            return None
+    return dt
+
+
 def fast_out(out, shape, dtype, inputs):
     """``out`` when a kernel may write straight into it, else None.
 
