@@ -16,7 +16,8 @@ from libc.stdint cimport int64_t
 from libc.string cimport memset
 
 from _common cimport (FASTDL_HAVE_OPENMP, LANES, EXP_BLOCK, row_max, exp_sum,
-                      exp_sum_store, exp_shift_sum, scale_row, lane_total)
+                      exp_sum_store, exp_shift_sum, scale_row, lane_total,
+                      next_row)
 
 HAVE_OPENMP = bool(FASTDL_HAVE_OPENMP)
 
@@ -45,11 +46,12 @@ cdef inline void _wd_sums(const floating* z, floating m, const floating* w,
 
 cdef inline double _exp_sum_smooth(const floating* z, floating m,
                                    const floating* w, floating* g,
-                                   Py_ssize_t n, double* sum_wd) noexcept nogil:
+                                   Py_ssize_t n, double* sum_wd,
+                                   const floating* nxt) noexcept nogil:
     """Pass 2 with label smoothing: return sum_c exp(z_c - m) and set
     sum_wd = sum_c w_c (z_c - m) (w_c = 1 when w is NULL), both with LANES
     partial sums (see _common.pxd); the exps are stored into g when g is
-    not NULL.
+    not NULL; nxt (the next logits row or NULL) is prefetched meanwhile.
 
     Block by block: first the w (z - m) sums, then the exps through the SIMD
     exp loop, which may overwrite that block of z when g is z.  EXP_BLOCK is
@@ -67,7 +69,8 @@ cdef inline double _exp_sum_smooth(const floating* z, floating m,
         j0 = jb * EXP_BLOCK
         mb = min(<Py_ssize_t>EXP_BLOCK, n - j0)
         _wd_sums(z + j0, m, w + j0 if w != NULL else NULL, mb, acc_wd)
-        exp_shift_sum(z + j0, m, g + j0 if g != NULL else buf, mb, acc_s)
+        exp_shift_sum(z + j0, m, g + j0 if g != NULL else buf, mb, acc_s,
+                      nxt + j0 if nxt != NULL else NULL)
     sum_wd[0] = lane_total(acc_wd)
     return lane_total(acc_s)
 
@@ -75,10 +78,12 @@ cdef inline double _exp_sum_smooth(const floating* z, floating m,
 cdef inline double _ce_index_row(const floating* z, Py_ssize_t n,
                                  Py_ssize_t t, const floating* w,
                                  double sum_w, double eps, double scale,
-                                 floating* g) noexcept nogil:
+                                 floating* g,
+                                 const floating* nxt) noexcept nogil:
     """Loss of one non-ignored row with target class t; when g is not NULL
     also g = scale * d loss / d z.  w is NULL for unit weights (then sum_w is
-    n).  g may be z: z[t] is read first and every z_c before g_c is written."""
+    n).  g may be z: z[t] is read first and every z_c before g_c is written.
+    nxt: the next logits row or NULL, prefetched during pass 2."""
     cdef floating m = row_max(z, n)
     cdef double zt = z[t]
     cdef double wt = w[t] if w != NULL else 1.0
@@ -90,9 +95,10 @@ cdef inline double _ce_index_row(const floating* z, Py_ssize_t n,
     if eps == 0.0:
         # No smoothing: the sum_c w_c log p_c term is not even formed, since
         # 0 * (-inf) would turn a -inf logit into a NaN loss.
-        s = exp_sum_store(z, m, g, n) if g != NULL else exp_sum(z, m, n)
+        s = (exp_sum_store(z, m, g, n, nxt) if g != NULL
+             else exp_sum(z, m, n, nxt))
     else:
-        s = _exp_sum_smooth(z, m, w, g, n, &sum_wd)
+        s = _exp_sum_smooth(z, m, w, g, n, &sum_wd, nxt)
     log_s = log(s)
 
     # -w_t log p_t, with log p_t = (z_t - m) - log(s) (the exact-offset form,
@@ -160,8 +166,10 @@ def cross_entropy_index(const floating[:, ::1] logits,
                 if g != NULL:
                     memset(g, 0, n * sizeof(floating))
             else:
-                loss[i] = _ce_index_row(&logits[i, 0], n, t, w, sum_w, eps,
-                                        scale[i] if has_grad else 0.0, g)
+                loss[i] = _ce_index_row(
+                    &logits[i, 0], n, t, w, sum_w, eps,
+                    scale[i] if has_grad else 0.0, g,
+                    next_row(&logits[i, 0], i, rows, n))
 
 
 # ------------------------------------------------------ probability targets
@@ -194,9 +202,11 @@ cdef inline void _prob_sums(const floating* z, floating m, const floating* q,
 
 cdef inline double _ce_prob_row(const floating* z, const floating* q,
                                 Py_ssize_t n, const floating* w, double eps,
-                                double scale, floating* g) noexcept nogil:
+                                double scale, floating* g,
+                                const floating* nxt) noexcept nogil:
     """loss = -sum_c w_c q_c log p_c = log(s) sum(w q) - sum(w q (z - m));
-    when g is not NULL, g = scale * (p * sum(w q) - w q).  g may be z."""
+    when g is not NULL, g = scale * (p * sum(w q) - w q).  g may be z.
+    nxt: the next logits row or NULL, prefetched during pass 2."""
     cdef floating m = row_max(z, n)
     cdef double acc_s[LANES]
     cdef double acc_wq[LANES]
@@ -216,7 +226,8 @@ cdef inline double _ce_prob_row(const floating* z, const floating* q,
         mb = min(<Py_ssize_t>EXP_BLOCK, n - j0)
         _prob_sums(z + j0, m, q + j0, w + j0 if w != NULL else NULL, mb, eps,
                    eps_c, acc_wq, acc_wqd)
-        exp_shift_sum(z + j0, m, g + j0 if g != NULL else buf, mb, acc_s)
+        exp_shift_sum(z + j0, m, g + j0 if g != NULL else buf, mb, acc_s,
+                      nxt + j0 if nxt != NULL else NULL)
     s = lane_total(acc_s)
     sum_wq = lane_total(acc_wq)
     sum_wqd = lane_total(acc_wqd)
@@ -251,4 +262,5 @@ def cross_entropy_prob(const floating[:, ::1] logits,
         for i in prange(rows, schedule='static', num_threads=num_threads):
             g = &grad[i, 0] if has_grad else NULL
             loss[i] = _ce_prob_row(&logits[i, 0], &target[i, 0], n, w, eps,
-                                   scale[i] if has_grad else 0.0, g)
+                                   scale[i] if has_grad else 0.0, g,
+                                   next_row(&logits[i, 0], i, rows, n))

@@ -12,15 +12,18 @@ from libc.math cimport log, isfinite
 
 from _common cimport (FASTDL_HAVE_OPENMP, EXP_BLOCK, exp_shift, row_max,
                       exp_sum, exp_sum_store, scale_row, sub2_row, row_sum,
-                      row_dot)
+                      row_dot, next_row)
 
 HAVE_OPENMP = bool(FASTDL_HAVE_OPENMP)
 
 
 # ---------------------------------------------------------------- row bodies
 
-cdef inline floating _logsumexp_row(const floating* x,
-                                    Py_ssize_t n) noexcept nogil:
+# nxt: the next row of the input or NULL, prefetched during the exp pass
+# (see exp_shift_sum in _common.pxd).
+
+cdef inline floating _logsumexp_row(const floating* x, Py_ssize_t n,
+                                    const floating* nxt) noexcept nogil:
     cdef floating m = row_max(x, n)
     # Max shift: exp(x - m) <= 1 cannot overflow and the largest term is 1,
     # so the sum cannot underflow to 0.  When the max is not finite the shift
@@ -30,17 +33,17 @@ cdef inline floating _logsumexp_row(const floating* x,
     # (skipped by row_max) reaches the sum through exp(NaN) = NaN.
     if not isfinite(m):
         m = 0
-    return <floating>(log(exp_sum(x, m, n)) + m)
+    return <floating>(log(exp_sum(x, m, n, nxt)) + m)
 
 
-cdef inline void _softmax_row(const floating* x, floating* out,
-                              Py_ssize_t n) noexcept nogil:
+cdef inline void _softmax_row(const floating* x, floating* out, Py_ssize_t n,
+                              const floating* nxt) noexcept nogil:
     cdef floating m = row_max(x, n)
     # Max shift (see _logsumexp_row).  No finite-max exception here: an all
     # -inf row gives -inf - (-inf) = NaN everywhere, as the contract wants,
     # and a +inf gives NaN through inf - inf.  The exps go straight into out
     # (pass 2) so pass 3 only rescales them: no second exp.
-    cdef double s = exp_sum_store(x, m, out, n)
+    cdef double s = exp_sum_store(x, m, out, n, nxt)
     # s >= 1 when m is finite (the max contributes exp(0) = 1), so 1/s is
     # finite.  float64: out[j] * r rounded once; float32: a float32 product
     # with r rounded to float32, within 1 ulp of the exact out[j] / s (see
@@ -49,9 +52,10 @@ cdef inline void _softmax_row(const floating* x, floating* out,
 
 
 cdef inline void _log_softmax_row(const floating* x, floating* out,
-                                  Py_ssize_t n) noexcept nogil:
+                                  Py_ssize_t n,
+                                  const floating* nxt) noexcept nogil:
     cdef floating m = row_max(x, n)
-    cdef double log_s = log(exp_sum(x, m, n))
+    cdef double log_s = log(exp_sum(x, m, n, nxt))
     # (x - m) - log(s), not x - (m + log(s)): when m dominates, log(s) is
     # tiny and m + log(s) would round it away, while x - m is exact for the
     # large entries.  This is what makes log_softmax([1000, 1, 0]) exactly
@@ -94,7 +98,8 @@ def logsumexp(const floating[:, ::1] x, floating[::1] out, int num_threads):
     cdef Py_ssize_t i, rows = x.shape[0], n = x.shape[1]
     with nogil:
         for i in prange(rows, schedule='static', num_threads=num_threads):
-            out[i] = _logsumexp_row(&x[i, 0], n)
+            out[i] = _logsumexp_row(&x[i, 0], n,
+                                    next_row(&x[i, 0], i, rows, n))
 
 
 def softmax(const floating[:, ::1] x, floating[:, ::1] out, int num_threads):
@@ -102,7 +107,8 @@ def softmax(const floating[:, ::1] x, floating[:, ::1] out, int num_threads):
     cdef Py_ssize_t i, rows = x.shape[0], n = x.shape[1]
     with nogil:
         for i in prange(rows, schedule='static', num_threads=num_threads):
-            _softmax_row(&x[i, 0], &out[i, 0], n)
+            _softmax_row(&x[i, 0], &out[i, 0], n,
+                         next_row(&x[i, 0], i, rows, n))
 
 
 def log_softmax(const floating[:, ::1] x, floating[:, ::1] out,
@@ -111,7 +117,8 @@ def log_softmax(const floating[:, ::1] x, floating[:, ::1] out,
     cdef Py_ssize_t i, rows = x.shape[0], n = x.shape[1]
     with nogil:
         for i in prange(rows, schedule='static', num_threads=num_threads):
-            _log_softmax_row(&x[i, 0], &out[i, 0], n)
+            _log_softmax_row(&x[i, 0], &out[i, 0], n,
+                             next_row(&x[i, 0], i, rows, n))
 
 
 def softmax_backward(const floating[:, ::1] dy, const floating[:, ::1] y,
