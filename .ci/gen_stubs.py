@@ -5,7 +5,8 @@ tests/test_install.py::test_stub_matches_compiled_module fails when a stub
 and its compiled module disagree; rerun this then.  Maps Cython argument
 types to NumPy typing (fused ``floating`` -> one TypeVar, so all float arrays
 of a call share a dtype); a ``def`` whose body returns a value at top level
-is typed ``-> float`` (the loss sums), others ``-> None``.
+is typed ``-> float`` (the loss sums), others ``-> None``, unless RETURNS
+names its type.
 """
 import pathlib
 import re
@@ -14,7 +15,13 @@ TYPES = {
     "const floating[::1]": "NDArray[_F]", "floating[::1]": "NDArray[_F]",
     "double[::1]": "NDArray[np.float64]", "const double[::1]": "NDArray[np.float64]",
     "const int64_t[::1]": "NDArray[np.int64]", "int64_t": "int", "int": "int",
-    "double": "float", "bint": "bool", "Py_ssize_t": "int",
+    "double": "float", "bint": "bool", "Py_ssize_t": "int", "object": "object",
+}
+# Entry points whose return is not a loss sum or None.
+RETURNS = {
+    "cross_entropy_index_fast":
+        "tuple[np.float32 | np.float64, NDArray[np.float32] | NDArray[np.float64] | None] | None",
+    "exact_sum": "float | None",
 }
 for pyx in sorted(pathlib.Path("kernels").glob("*.pyx")):
     src = pyx.read_text()
@@ -25,7 +32,8 @@ for pyx in sorted(pathlib.Path("kernels").glob("*.pyx")):
         joined = " ".join(args.split())
         parts = re.findall(r"((?:const\s+)?[\w ]+?(?:\[[^\]]*\])?)\s+(\w+)(?:,|$)", joined)
         params = ", ".join(f"{n}: {TYPES[t.strip()]}" for t, n in parts)
-        ret = "float" if re.search(r"^    return \w", body, re.M) else "None"
+        ret = RETURNS.get(name) or (
+            "float" if re.search(r"^    return \w", body, re.M) else "None")
         doc = re.match(r'\s*"""(.*?)"""', body, re.S)
         lines.append(f"def {name}({params}) -> {ret}: ...")
         if doc:

@@ -723,6 +723,7 @@ def _ce_finish_grad(a, out, buf, target):
 
 
 _I64 = np.dtype(np.int64)
+_I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 def _ce_fast(logits, target, ignore_index, reduction, label_smoothing, out, backend,
@@ -736,15 +737,25 @@ def _ce_fast(logits, target, ignore_index, reduction, label_smoothing, out, back
     ``label_smoothing`` in [0, 1], ``out`` absent or separate.  Anything
     else returns None and the general path (with its errors) runs.
     """
-    dt = plain_float(logits)
-    if dt is None or logits.ndim != 2 or not plain(target, _I64):
-        return None
-    n, n_classes = logits.shape
-    if target.shape != (n,) or n == 0 or n_classes == 0 or type(ignore_index) is not int:
+    if type(ignore_index) is not int or not _I64_MIN <= ignore_index <= _I64_MAX:
         return None
     if type(label_smoothing) is not float and type(label_smoothing) is not int:
         return None
     if not 0.0 <= label_smoothing <= 1.0:
+        return None
+    kernels = resolve("cross_entropy", backend)
+    whole_call = getattr(kernels, "cross_entropy_index_fast", None)
+    if whole_call is not None:  # the checks, rows and sum in one compiled call
+        result = whole_call(logits, target, ignore_index, float(label_smoothing),
+                            reduction == "mean", out, grad)
+        if result is None:
+            return None
+        return result if grad else result[:1]
+    dt = plain_float(logits)
+    if dt is None or logits.ndim != 2 or not plain(target, _I64):
+        return None
+    n, n_classes = logits.shape
+    if target.shape != (n,) or n == 0 or n_classes == 0:
         return None
     # argmin/argmax cost a tenth of min/max (no ufunc reduction machinery).
     lo = target[target.argmin()]
@@ -762,7 +773,7 @@ def _ce_fast(logits, target, ignore_index, reduction, label_smoothing, out, back
     loss = np.empty(n, np.float64)
     # No label equals ignore_index, so any value outside [lo, hi] serves the
     # kernel; -1 also fits its int64 argument whatever ignore_index is.
-    resolve("cross_entropy", backend).cross_entropy_index(
+    kernels.cross_entropy_index(
         logits, target, None, -1, float(label_smoothing), scale, loss, buf)
     total = math.fsum(loss.data) if n < 1 << 16 else float(np.sum(loss))
     value = dt.type(total / n if reduction == "mean" else total)

@@ -278,3 +278,117 @@ def test_row_kernels_fast_path_taken_and_equal_to_general(backend, dtype, rng, m
     z = x.copy()
     assert fastdl.softmax(z, out=z, backend=backend) is z
     np.testing.assert_array_equal(z, y)
+
+
+# ------------------------------------------- cross-entropy in one compiled call
+
+def _ce_both(logits, target, **kw):
+    """(fast, general) results of cross_entropy_with_grad on the cython backend."""
+    fast = fastdl.cross_entropy_with_grad(logits, target, backend="cython", **kw)
+    general = fastdl.cross_entropy_with_grad(_fortran(logits), target, backend="cython", **kw)
+    return fast, general
+
+
+def _cython_exact_sum():
+    pytest.importorskip("fastdl.backends.cython_backend")
+    from fastdl.backends import _cy_cross_entropy_serial
+    return _cy_cross_entropy_serial.exact_sum
+
+
+def test_compiled_exact_sum_is_math_fsum(rng):
+    import math
+    exact_sum = _cython_exact_sum()
+    cases = [
+        np.array([1.0, 1e100, 1.0, -1e100]),                # cancellation
+        np.array([1e16, 1.0, 1e-16]),                       # ties broken by a far term
+        np.array([2.0 ** 53, 1.0, 2.0 ** -60]),
+        np.array([2.0 ** 53, -1.0, -2.0 ** -60]),
+        np.array([0.1] * 10),
+        np.array([1e308, 1e308, -1e308]),                   # running sum overflows
+        np.array([1.0, np.inf]), np.array([np.nan, 1.0]), np.array([]),
+    ]
+    for _ in range(300):
+        n = int(rng.integers(1, 200))
+        x = rng.standard_normal(n) * 10.0 ** rng.integers(-30, 30, n)
+        cases.append(x if rng.random() < 0.5 else np.abs(x))
+    for x in cases:
+        got = exact_sum(np.ascontiguousarray(x, np.float64))
+        if got is None:  # deferred to math.fsum: only for these
+            with np.errstate(over="ignore"):
+                assert not np.all(np.isfinite(x)) or not np.isfinite(np.sum(np.abs(x)))
+            continue
+        assert got == math.fsum(x), x
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_ce_whole_call_matches_general_path_on_edge_rows(dtype, rng):
+    base = (3 * rng.standard_normal((70, 7))).astype(dtype)
+    target = rng.integers(0, 7, 70)
+    inf_row = base.copy()
+    inf_row[3, target[3]] = -np.inf                        # that row's loss is +inf
+    nan_row = base.copy()
+    nan_row[5, 0] = np.nan
+    for logits in (base, inf_row, nan_row, base[:1], base[:, :1] + 0):
+        t = target[:len(logits)] % logits.shape[1]
+        for kw in ({}, dict(reduction="sum"), dict(label_smoothing=0.3),
+                   dict(ignore_index=1 << 70)):
+            fast, general = _ce_both(np.ascontiguousarray(logits), t, **kw)
+            assert type(fast[0]) is type(general[0])
+            np.testing.assert_array_equal(fast[0], general[0])
+            np.testing.assert_array_equal(fast[1], general[1])
+
+
+def test_ce_whole_call_large_batch_sums_like_the_general_path(rng):
+    logits = rng.standard_normal((70000, 3)).astype(np.float32)  # np.sum from 65536 rows
+    target = rng.integers(0, 3, 70000)
+    fast, general = _ce_both(logits, target)
+    assert fast[0] == general[0]
+    np.testing.assert_array_equal(fast[1], general[1])
+
+
+def test_ce_whole_call_refuses_what_it_does_not_handle(rng, monkeypatch):
+    pytest.importorskip("fastdl.backends.cython_backend")
+    from fastdl.backends import cython_backend
+    calls = []
+    real = cython_backend.cross_entropy_index_fast
+
+    def spy(*args):
+        result = real(*args)
+        calls.append(result is not None)
+        return result
+    monkeypatch.setattr(cython_backend, "cross_entropy_index_fast", spy)
+    logits = rng.standard_normal((6, 4))
+    t = np.array([0, 1, 2, 3, 2, 1])
+    out = np.empty_like(logits)
+    swapped = logits.astype(logits.dtype.newbyteorder())
+    unaligned = np.frombuffer(np.zeros(6 * 4 * 8 + 1, np.uint8)[1:].data, np.float64)
+    unaligned = unaligned.reshape(6, 4)
+    unaligned[...] = logits
+    refused = [
+        dict(logits=logits, target=t.astype(np.int32)),            # target not int64
+        dict(logits=logits, target=t, ignore_index=2),             # rows ignored
+        dict(logits=logits, target=np.array([0, 1, 2, 4, 0, 0])),  # label out of range
+        dict(logits=swapped, target=t),                            # byte-swapped
+        dict(logits=unaligned, target=t),                          # unaligned
+        dict(logits=logits, target=t, out=logits),                 # in place
+        dict(logits=logits, target=t, out=out.T.copy().T),         # out not C-contiguous
+        dict(logits=logits, target=t, out=np.empty((6, 4), np.float32)),
+        dict(logits=logits[:, None], target=t),                    # 3-D
+        dict(logits=logits, target=t[:5]),                         # N mismatch
+    ]
+    for case in refused:
+        calls.clear()
+        try:
+            fastdl.cross_entropy_with_grad(backend="cython", **case)
+        except (IndexError, ValueError, TypeError):
+            pass
+        assert calls == [False], case
+    calls.clear()
+    loss, grad = fastdl.cross_entropy_with_grad(logits, t, out=out, backend="cython")
+    assert calls == [True] and grad is out
+    general = fastdl.cross_entropy_with_grad(_fortran(logits), t, backend="cython")
+    assert loss == general[0]
+    np.testing.assert_array_equal(out, general[1])
+    # The general path still raises its errors for what the entry refused.
+    with pytest.raises(IndexError, match="out of bounds"):
+        fastdl.cross_entropy_with_grad(logits, np.array([0, 1, 2, 4, 0, 0]), backend="cython")

@@ -21,6 +21,14 @@ def cross_entropy_index(logits: NDArray[_F], target: NDArray[np.int64], weight: 
     """Per-row loss (and scaled gradient) for class-index targets."""
     ...
 
+def exact_sum(x: NDArray[np.float64]) -> float | None:
+    """math.fsum(x) computed by the compiled entry's summation, or None where that defers to math.fsum (a non-finite term or running sum)."""
+    ...
+
+def cross_entropy_index_fast(logits: object, target: object, ignore_index: int, label_smoothing: float, mean: bool, out: object, want_grad: bool, num_threads: int) -> tuple[np.float32 | np.float64, NDArray[np.float32] | NDArray[np.float64] | None] | None:
+    """The common case of fastdl.cross_entropy(_with_grad) in one call."""
+    ...
+
 def cross_entropy_prob(logits: NDArray[_F], target: NDArray[_F], weight: NDArray[_F], has_weight: bool, label_smoothing: float, scale: NDArray[np.float64], loss: NDArray[np.float64], grad: NDArray[_F], has_grad: bool, num_threads: int) -> None:
     """Per-row loss (and scaled gradient) for probability targets."""
     ...

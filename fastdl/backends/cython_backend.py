@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fastdl import _config
 from fastdl.backends._cython_select import Module
 
 _cy_affine = Module("affine")
@@ -124,6 +125,22 @@ def cross_entropy_index(logits, target, weight, ignore_index, label_smoothing,
     _cy_cross_entropy.cross_entropy_index(
         logits.dtype, logits.size, logits, target, w, has_w, int(ignore_index),
         float(label_smoothing), sc, loss, g, has_g)
+
+
+def cross_entropy_index_fast(logits, target, ignore_index, label_smoothing, mean, out,
+                             want_grad):
+    """The common case of ``cross_entropy(_with_grad)`` in one compiled call.
+
+    Optional backend entry (see ``kernels/cross_entropy.pyx``): returns
+    ``(loss, grad)`` or None when the arguments are not that case.  Built
+    into both module builds; the thread count is chosen from the logits'
+    size as for every kernel (a non-array gets None from the compiled
+    checks whichever build runs).
+    """
+    threads = _config.threads_for(getattr(logits, "size", 0))
+    module = _cy_cross_entropy.serial if threads == 1 else _cy_cross_entropy.parallel
+    return module.cross_entropy_index_fast(logits, target, ignore_index, label_smoothing,
+                                           mean, out, want_grad, threads)
 
 
 def cross_entropy_prob(logits, target, weight, label_smoothing, scale, loss,
