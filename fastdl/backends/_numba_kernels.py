@@ -30,6 +30,8 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import prange, types
+from numba.core import caching
+from numba.core.runtime import rtsys
 from numba.extending import intrinsic, overload
 
 from .. import _config as config
@@ -52,6 +54,77 @@ _OPTIONS = dict(cache=config.numba_cache_setup(), fastmath=set(config.NUMBA_FAST
 _njit = numba.njit(**_OPTIONS)
 
 
+# ---------------------------------------------------------------------------
+# Loading a kernel from the on-disk cache
+# ---------------------------------------------------------------------------
+#
+# Before it loads any cached function, Numba's FunctionCache.load_overload
+# calls target_context.refresh(), which imports and registers the typing and
+# lowering of every feature Numba supports (numba.np.arraymath, linalg,
+# random, typed containers, cffi, ...); numba.np.arraymath looks for a BLAS
+# when imported, which imports scipy.linalg.  Measured with numba 0.68.1 and
+# SciPy installed, warm cache, medians of 7 fresh processes on 2 cores: the
+# first softmax call took 0.43 s, of which the refresh about 0.4 s (0.15 s
+# of it importing scipy.linalg) and loading and linking the kernel's machine
+# code 5 ms.  Without the refresh the first call takes 0.045 s (the rest is
+# Numba's own first-dispatch work: compiling the NRT, scanning extension
+# entry points, importing numpy.ma for typeof).
+#
+# Loading machine code needs none of those registrations: type inference and
+# lowering (compilation) use them, and Numba's compiler refreshes the
+# contexts itself before compiling anything (CompilerBase.__init__), so a
+# cache miss, or any later compilation in the process, still gets them.
+# What loaded code links against is Numba's C helpers and libm (registered
+# when Numba creates its CPU target), the parallel runtime (started by the
+# cache entry's own reload hook) and the NRT (array views are reference
+# counted), which the refresh would have initialised: _KernelCache
+# initialises the NRT, then loads.  Numba is left in the state it has right
+# after import, plus the loaded kernels.  A kernel whose machine code needed
+# a symbol that only the refresh's imports register (hash() of a string, for
+# one) would fail to link: tests/test_numba_startup.py loads the kernels in a
+# fresh process to catch that.  Only the entry-point dispatchers of
+# _serial_and_parallel use _KernelCache; helpers are compiled into their
+# callers.
+# Should a Numba release rename what this relies on, the kernels use Numba's
+# own cache class instead.
+
+def _kernel_cache_class():
+    base = getattr(caching, "FunctionCache", None)
+    needed = ("_load_overload", "_guard_against_spurious_io_errors")
+    if base is None or not all(hasattr(base, name) for name in needed) \
+            or not hasattr(rtsys, "initialize"):
+        return None
+
+    class _KernelCache(base):
+        """Numba's FunctionCache, loading without the full context refresh."""
+
+        def load_overload(self, sig, target_context):
+            rtsys.initialize(target_context)
+            with self._guard_against_spurious_io_errors():
+                return self._load_overload(sig, target_context)
+
+    return _KernelCache
+
+
+_KernelCache = _kernel_cache_class()
+
+
+def _cached_kernel(options, body):
+    """``numba.njit(**options)(body)`` caching through :class:`_KernelCache`.
+
+    The same steps as ``cache=True`` (``Dispatcher.enable_caching``), with
+    the cache class swapped, so the cache location and keys are Numba's.
+    """
+    options = dict(options)
+    cache = options.pop("cache")
+    if not cache or _KernelCache is None:
+        return numba.njit(cache=cache, **options)(body)
+    dispatcher = numba.njit(**options)(body)
+    if hasattr(dispatcher, "_cache"):  # not the bare function NUMBA_DISABLE_JIT gives
+        dispatcher._cache = _KernelCache(dispatcher.py_func)
+    return dispatcher
+
+
 def _serial_and_parallel(body, *, fastmath=None):
     """Two lazy dispatchers, ``(serial, parallel)``, from one kernel body.
 
@@ -69,13 +142,13 @@ def _serial_and_parallel(body, *, fastmath=None):
     options = dict(_OPTIONS)
     if fastmath is not None:
         options["fastmath"] = set(fastmath)
-    serial = numba.njit(parallel=False, **options)(body)
+    serial = _cached_kernel(dict(options, parallel=False), body)
     twin = _pytypes.FunctionType(body.__code__, body.__globals__,
                                  body.__name__, body.__defaults__,
                                  body.__closure__)
     twin.__qualname__ = body.__qualname__ + "__parallel"
     twin.__doc__ = body.__doc__
-    parallel = numba.njit(parallel=True, **options)(twin)
+    parallel = _cached_kernel(dict(options, parallel=True), twin)
     return serial, parallel
 
 
