@@ -51,13 +51,17 @@ cdef extern from "_fastexp.h" nogil:
                           Py_ssize_t n)
     # The same, also adding y[j] in double into acc[j % LANES], and
     # prefetching pf[0:n] (NULL: nothing; the kernels pass the next row).
+    # lo: the row minimum when shift is the row maximum, else -inf (picks a
+    # shorter exp with the same bits when the row's spread allows).
     void fastdl_expf_shift_sum(const float* x, float shift, float* y,
-                               Py_ssize_t n, double* acc, const float* pf)
+                               Py_ssize_t n, double* acc, const float* pf,
+                               float lo)
     void fastdl_exp_shift_sum(const double* x, double shift, double* y,
-                              Py_ssize_t n, double* acc, const double* pf)
+                              Py_ssize_t n, double* acc, const double* pf,
+                              double lo)
     # The other row passes, dispatched the same way (see the header).
-    float fastdl_maxf(const float* x, Py_ssize_t n)
-    double fastdl_max(const double* x, Py_ssize_t n)
+    float fastdl_maxf(const float* x, Py_ssize_t n, float* lo)
+    double fastdl_max(const double* x, Py_ssize_t n, double* lo)
     void fastdl_scalef(float* y, double r, Py_ssize_t n)
     void fastdl_scale(double* y, double r, Py_ssize_t n)
     void fastdl_sub2f(const float* x, double a, double b, float* y,
@@ -91,19 +95,23 @@ cdef inline void exp_shift(const floating* x, floating shift, floating* y,
 
 
 cdef inline void exp_shift_sum(const floating* x, floating shift, floating* y,
-                               Py_ssize_t n, double* acc,
-                               const floating* pf) noexcept nogil:
+                               Py_ssize_t n, double* acc, const floating* pf,
+                               floating lo) noexcept nogil:
     """exp_shift, also adding y[j] in double into acc[j % LANES].
 
     pf[0:n] is prefetched meanwhile (NULL: nothing).  The row kernels pass
     the same columns of their next input row, so that row is on its way to
     the cache while this one computes (see _fastexp.h; 47-51% -> 58-60% of
-    copy bandwidth for a float32 softmax).
+    copy bandwidth for a float32 softmax).  lo: the row's minimum (from
+    row_max) when shift is the row's maximum, else -inf; a row whose spread
+    is at most 86 (float32) / 707 (float64) then gets a shorter exp with
+    the same bits (0.54 -> 0.46 ns per float32 element, 1.21 -> 0.94 ns per
+    float64 one, with the sum).
     """
     if floating is float:
-        fastdl_expf_shift_sum(x, shift, y, n, acc, pf)
+        fastdl_expf_shift_sum(x, shift, y, n, acc, pf, lo)
     else:
-        fastdl_exp_shift_sum(x, shift, y, n, acc, pf)
+        fastdl_exp_shift_sum(x, shift, y, n, acc, pf, lo)
 
 
 cdef inline const floating* next_row(const floating* x, Py_ssize_t i,
@@ -114,8 +122,10 @@ cdef inline const floating* next_row(const floating* x, Py_ssize_t i,
     return x + n if i + 1 < rows else NULL
 
 
-cdef inline floating row_max(const floating* x, Py_ssize_t n) noexcept nogil:
+cdef inline floating row_max(const floating* x, Py_ssize_t n,
+                             floating* lo) noexcept nogil:
     """Largest element of x[0:n]; -inf for an empty or all -inf/NaN row.
+    The smallest goes to lo (+inf for an empty or all-NaN row).
 
     NaN never compares greater, so it is skipped here.  That is harmless: the
     callers feed every element through exp(x - max), so a NaN still reaches
@@ -126,9 +136,9 @@ cdef inline floating row_max(const floating* x, Py_ssize_t n) noexcept nogil:
     returns the same bits, signed zeros included (tests/test_simd_copies.py).
     """
     if floating is float:
-        return fastdl_maxf(x, n)
+        return fastdl_maxf(x, n, lo)
     else:
-        return fastdl_max(x, n)
+        return fastdl_max(x, n, lo)
 
 
 cdef inline void scale_row(floating* y, double r, Py_ssize_t n) noexcept nogil:
@@ -158,9 +168,9 @@ cdef inline double lane_total(double* acc) noexcept nogil:
 
 
 cdef inline double exp_sum(const floating* x, floating shift, Py_ssize_t n,
-                           const floating* pf) noexcept nogil:
+                           const floating* pf, floating lo) noexcept nogil:
     """sum_j exp(x[j] - shift) over x[0:n], accumulated in double; pf[0:n]
-    prefetched meanwhile (see exp_shift_sum; NULL: nothing).
+    prefetched meanwhile, lo the row minimum or -inf (see exp_shift_sum).
 
     The exps of a block go to a small stack buffer through the SIMD loop,
     which also adds them into the LANES partial sums.
@@ -175,15 +185,15 @@ cdef inline double exp_sum(const floating* x, floating shift, Py_ssize_t n,
     for jb in range((n + EXP_BLOCK - 1) // EXP_BLOCK):
         j0 = jb * EXP_BLOCK
         exp_shift_sum(x + j0, shift, buf, min(<Py_ssize_t>EXP_BLOCK, n - j0),
-                      acc, pf + j0 if pf != NULL else NULL)
+                      acc, pf + j0 if pf != NULL else NULL, lo)
     return lane_total(acc)
 
 
 cdef inline double exp_sum_store(const floating* x, floating shift,
-                                 floating* e, Py_ssize_t n,
-                                 const floating* pf) noexcept nogil:
+                                 floating* e, Py_ssize_t n, const floating* pf,
+                                 floating lo) noexcept nogil:
     """e[j] = exp(x[j] - shift) and return their sum in double; pf[0:n]
-    prefetched meanwhile (see exp_shift_sum; NULL: nothing).
+    prefetched meanwhile, lo the row minimum or -inf (see exp_shift_sum).
 
     e may be x itself: each element is read before it is overwritten.
     """
@@ -191,7 +201,7 @@ cdef inline double exp_sum_store(const floating* x, floating shift,
     cdef Py_ssize_t k
     for k in range(LANES):
         acc[k] = 0.0
-    exp_shift_sum(x, shift, e, n, acc, pf)
+    exp_shift_sum(x, shift, e, n, acc, pf, lo)
     return lane_total(acc)
 
 

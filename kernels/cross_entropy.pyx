@@ -52,13 +52,14 @@ cdef inline void _wd_sums(const floating* z, floating m, const floating* w,
 
 
 cdef inline double _exp_sum_smooth(const floating* z, floating m,
-                                   const floating* w, floating* g,
-                                   Py_ssize_t n, double* sum_wd,
+                                   floating lo, const floating* w,
+                                   floating* g, Py_ssize_t n, double* sum_wd,
                                    const floating* nxt) noexcept nogil:
     """Pass 2 with label smoothing: return sum_c exp(z_c - m) and set
     sum_wd = sum_c w_c (z_c - m) (w_c = 1 when w is NULL), both with LANES
     partial sums (see _common.pxd); the exps are stored into g when g is
-    not NULL; nxt (the next logits row or NULL) is prefetched meanwhile.
+    not NULL; nxt (the next logits row or NULL) is prefetched meanwhile; lo
+    is the row minimum (see exp_shift_sum).
 
     Block by block: first the w (z - m) sums, then the exps through the SIMD
     exp loop, which may overwrite that block of z when g is z.  EXP_BLOCK is
@@ -77,7 +78,7 @@ cdef inline double _exp_sum_smooth(const floating* z, floating m,
         mb = min(<Py_ssize_t>EXP_BLOCK, n - j0)
         _wd_sums(z + j0, m, w + j0 if w != NULL else NULL, mb, acc_wd)
         exp_shift_sum(z + j0, m, g + j0 if g != NULL else buf, mb, acc_s,
-                      nxt + j0 if nxt != NULL else NULL)
+                      nxt + j0 if nxt != NULL else NULL, lo)
     sum_wd[0] = lane_total(acc_wd)
     return lane_total(acc_s)
 
@@ -91,7 +92,8 @@ cdef inline double _ce_index_row(const floating* z, Py_ssize_t n,
     also g = scale * d loss / d z.  w is NULL for unit weights (then sum_w is
     n).  g may be z: z[t] is read first and every z_c before g_c is written.
     nxt: the next logits row or NULL, prefetched during pass 2."""
-    cdef floating m = row_max(z, n)
+    cdef floating lo
+    cdef floating m = row_max(z, n, &lo)
     cdef double zt = z[t]
     cdef double wt = w[t] if w != NULL else 1.0
     cdef double s, log_s, loss, sum_wd = 0.0, a, c_w, coef, et
@@ -102,10 +104,10 @@ cdef inline double _ce_index_row(const floating* z, Py_ssize_t n,
     if eps == 0.0:
         # No smoothing: the sum_c w_c log p_c term is not even formed, since
         # 0 * (-inf) would turn a -inf logit into a NaN loss.
-        s = (exp_sum_store(z, m, g, n, nxt) if g != NULL
-             else exp_sum(z, m, n, nxt))
+        s = (exp_sum_store(z, m, g, n, nxt, lo) if g != NULL
+             else exp_sum(z, m, n, nxt, lo))
     else:
-        s = _exp_sum_smooth(z, m, w, g, n, &sum_wd, nxt)
+        s = _exp_sum_smooth(z, m, lo, w, g, n, &sum_wd, nxt)
     log_s = log(s)
 
     # -w_t log p_t, with log p_t = (z_t - m) - log(s) (the exact-offset form,
@@ -414,7 +416,8 @@ cdef inline double _ce_prob_row(const floating* z, const floating* q,
     """loss = -sum_c w_c q_c log p_c = log(s) sum(w q) - sum(w q (z - m));
     when g is not NULL, g = scale * (p * sum(w q) - w q).  g may be z.
     nxt: the next logits row or NULL, prefetched during pass 2."""
-    cdef floating m = row_max(z, n)
+    cdef floating lo
+    cdef floating m = row_max(z, n, &lo)
     cdef double acc_s[LANES]
     cdef double acc_wq[LANES]
     cdef double acc_wqd[LANES]
@@ -434,7 +437,7 @@ cdef inline double _ce_prob_row(const floating* z, const floating* q,
         _prob_sums(z + j0, m, q + j0, w + j0 if w != NULL else NULL, mb, eps,
                    eps_c, acc_wq, acc_wqd)
         exp_shift_sum(z + j0, m, g + j0 if g != NULL else buf, mb, acc_s,
-                      nxt + j0 if nxt != NULL else NULL)
+                      nxt + j0 if nxt != NULL else NULL, lo)
     s = lane_total(acc_s)
     sum_wq = lane_total(acc_wq)
     sum_wqd = lane_total(acc_wqd)

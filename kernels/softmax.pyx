@@ -8,7 +8,7 @@
 
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.math cimport log, isfinite
+from libc.math cimport INFINITY, log, isfinite
 
 from _common cimport (FASTDL_HAVE_OPENMP, EXP_BLOCK, exp_shift, row_max,
                       exp_sum, exp_sum_store, scale_row, sub2_row, row_sum,
@@ -24,7 +24,8 @@ HAVE_OPENMP = bool(FASTDL_HAVE_OPENMP)
 
 cdef inline floating _logsumexp_row(const floating* x, Py_ssize_t n,
                                     const floating* nxt) noexcept nogil:
-    cdef floating m = row_max(x, n)
+    cdef floating lo
+    cdef floating m = row_max(x, n, &lo)
     # Max shift: exp(x - m) <= 1 cannot overflow and the largest term is 1,
     # so the sum cannot underflow to 0.  When the max is not finite the shift
     # is 0 instead (scipy.special.logsumexp's rule): an all -inf row then sums
@@ -33,17 +34,19 @@ cdef inline floating _logsumexp_row(const floating* x, Py_ssize_t n,
     # (skipped by row_max) reaches the sum through exp(NaN) = NaN.
     if not isfinite(m):
         m = 0
-    return <floating>(log(exp_sum(x, m, n, nxt)) + m)
+        lo = -INFINITY  # the shift is no longer the max
+    return <floating>(log(exp_sum(x, m, n, nxt, lo)) + m)
 
 
 cdef inline void _softmax_row(const floating* x, floating* out, Py_ssize_t n,
                               const floating* nxt) noexcept nogil:
-    cdef floating m = row_max(x, n)
+    cdef floating lo
+    cdef floating m = row_max(x, n, &lo)
     # Max shift (see _logsumexp_row).  No finite-max exception here: an all
     # -inf row gives -inf - (-inf) = NaN everywhere, as the contract wants,
     # and a +inf gives NaN through inf - inf.  The exps go straight into out
     # (pass 2) so pass 3 only rescales them: no second exp.
-    cdef double s = exp_sum_store(x, m, out, n, nxt)
+    cdef double s = exp_sum_store(x, m, out, n, nxt, lo)
     # s >= 1 when m is finite (the max contributes exp(0) = 1), so 1/s is
     # finite.  float64: out[j] * r rounded once; float32: a float32 product
     # with r rounded to float32, within 1 ulp of the exact out[j] / s (see
@@ -54,8 +57,9 @@ cdef inline void _softmax_row(const floating* x, floating* out, Py_ssize_t n,
 cdef inline void _log_softmax_row(const floating* x, floating* out,
                                   Py_ssize_t n,
                                   const floating* nxt) noexcept nogil:
-    cdef floating m = row_max(x, n)
-    cdef double log_s = log(exp_sum(x, m, n, nxt))
+    cdef floating lo
+    cdef floating m = row_max(x, n, &lo)
+    cdef double log_s = log(exp_sum(x, m, n, nxt, lo))
     # (x - m) - log(s), not x - (m + log(s)): when m dominates, log(s) is
     # tiny and m + log(s) would round it away, while x - m is exact for the
     # large entries.  This is what makes log_softmax([1000, 1, 0]) exactly

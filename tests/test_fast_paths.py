@@ -277,7 +277,10 @@ def test_row_kernels_fast_path_taken_and_equal_to_general(backend, dtype, rng, m
     assert fastdl.logsumexp(x, keepdims=True, backend=backend).shape == (5, 1)
     z = x.copy()
     assert fastdl.softmax(z, out=z, backend=backend) is z
-    np.testing.assert_array_equal(z, y)
+    # In place the last bit may differ (see test_core.test_out_in_place):
+    # with AVX-512, LLVM vectorises Numba's out-of-place sum but not the
+    # aliased one.
+    np.testing.assert_array_max_ulp(z, y, maxulp=2)
 
 
 # ------------------------------------------- cross-entropy in one compiled call
