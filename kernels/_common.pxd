@@ -68,6 +68,18 @@ cdef extern from "_fastexp.h" nogil:
                       Py_ssize_t n)
     void fastdl_sub2(const double* x, double a, double b, double* y,
                      Py_ssize_t n)
+    double fastdl_sumf(const float* x, Py_ssize_t n)
+    double fastdl_sum(const double* x, Py_ssize_t n)
+    double fastdl_dotf(const float* x, const float* y, Py_ssize_t n)
+    double fastdl_dot(const double* x, const double* y, Py_ssize_t n)
+    void fastdl_msubf(const float* dy, const float* e, double t, float* out,
+                      Py_ssize_t n)
+    void fastdl_msub(const double* dy, const double* e, double t,
+                     double* out, Py_ssize_t n)
+    void fastdl_dscalef(const float* y, const float* dy, double d,
+                        float* out, Py_ssize_t n)
+    void fastdl_dscale(const double* y, const double* dy, double d,
+                       double* out, Py_ssize_t n)
 
 
 cdef inline floating fexp(floating x) noexcept nogil:
@@ -153,8 +165,9 @@ cdef inline void scale_row(floating* y, double r, Py_ssize_t n) noexcept nogil:
 
 cdef inline void sub2_row(const floating* x, double a, double b, floating* y,
                           Py_ssize_t n) noexcept nogil:
-    """y[j] = (x[j] - a) - b, formed in double and rounded once (SIMD loop);
-    y may be x."""
+    """y[j] = (x[j] - a) - b (SIMD loop); y may be x.  float64 in double;
+    float32 in float32 with a, b rounded to float32 (within 2 ulp of exact:
+    nothing cancels, since x - a <= 0 <= b for a row max a; see _fastexp.h)."""
     if floating is float:
         fastdl_sub2f(x, a, b, y, n)
     else:
@@ -206,31 +219,38 @@ cdef inline double exp_sum_store(const floating* x, floating shift,
 
 
 cdef inline double row_sum(const floating* x, Py_ssize_t n) noexcept nogil:
-    """sum_j x[j] in double."""
-    cdef double acc[LANES]
-    cdef Py_ssize_t j, jb, k, nb = n - n % LANES
-    for k in range(LANES):
-        acc[k] = 0.0
-    for jb in range(nb // LANES):
-        j = jb * LANES
-        for k in range(LANES):
-            acc[k] += x[j + k]
-    for j in range(nb, n):
-        acc[j - nb] += x[j]
-    return lane_total(acc)
+    """sum_j x[j] in double (SIMD loop, LANES partial sums folded as
+    lane_total does)."""
+    if floating is float:
+        return fastdl_sumf(x, n)
+    else:
+        return fastdl_sum(x, n)
 
 
 cdef inline double row_dot(const floating* a, const floating* b,
                            Py_ssize_t n) noexcept nogil:
-    """sum_j a[j] * b[j], products and sum in double."""
-    cdef double acc[LANES]
-    cdef Py_ssize_t j, jb, k, nb = n - n % LANES
-    for k in range(LANES):
-        acc[k] = 0.0
-    for jb in range(nb // LANES):
-        j = jb * LANES
-        for k in range(LANES):
-            acc[k] += <double>a[j + k] * <double>b[j + k]
-    for j in range(nb, n):
-        acc[j - nb] += <double>a[j] * <double>b[j]
-    return lane_total(acc)
+    """sum_j a[j] * b[j], products and sum in double (SIMD loop, as row_sum)."""
+    if floating is float:
+        return fastdl_dotf(a, b, n)
+    else:
+        return fastdl_dot(a, b, n)
+
+
+cdef inline void msub_row(const floating* dy, const floating* e, double t,
+                          floating* out, Py_ssize_t n) noexcept nogil:
+    """out[j] = dy[j] - e[j] * t (SIMD loop; float32 in float32 with t
+    rounded to float32); out may be dy."""
+    if floating is float:
+        fastdl_msubf(dy, e, t, out, n)
+    else:
+        fastdl_msub(dy, e, t, out, n)
+
+
+cdef inline void dscale_row(const floating* y, const floating* dy, double d,
+                            floating* out, Py_ssize_t n) noexcept nogil:
+    """out[j] = y[j] * (dy[j] - d) (SIMD loop; float32 in float32 with d
+    rounded to float32); out may be y or dy."""
+    if floating is float:
+        fastdl_dscalef(y, dy, d, out, n)
+    else:
+        fastdl_dscale(y, dy, d, out, n)

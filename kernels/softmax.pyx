@@ -12,7 +12,7 @@ from libc.math cimport INFINITY, log, isfinite
 
 from _common cimport (FASTDL_HAVE_OPENMP, EXP_BLOCK, exp_shift, row_max,
                       exp_sum, exp_sum_store, scale_row, sub2_row, row_sum,
-                      row_dot, next_row)
+                      row_dot, msub_row, dscale_row, next_row)
 
 HAVE_OPENMP = bool(FASTDL_HAVE_OPENMP)
 
@@ -63,25 +63,25 @@ cdef inline void _log_softmax_row(const floating* x, floating* out,
     # (x - m) - log(s), not x - (m + log(s)): when m dominates, log(s) is
     # tiny and m + log(s) would round it away, while x - m is exact for the
     # large entries.  This is what makes log_softmax([1000, 1, 0]) exactly
-    # [0, -999, -1000].  Formed in double so float32 rounds only once.
+    # [0, -999, -1000].  float32 in float32 (see sub2_row): within 2 ulp.
     sub2_row(x, m, log_s, out, n)
 
 
 cdef inline void _softmax_backward_row(const floating* dy, const floating* y,
                                        floating* out,
                                        Py_ssize_t n) noexcept nogil:
-    cdef double dot = row_dot(dy, y, n)
-    cdef Py_ssize_t j
     # out may alias dy or y: element j of both is read before out[j] is set.
-    for j in range(n):
-        out[j] = <floating>(<double>y[j] * (<double>dy[j] - dot))
+    # The dot is formed in double; the output pass, for float32, in float32,
+    # as PyTorch's (where dy - dot cancels, the error is an ulp of dy times
+    # y, the same order as the rounding of the inputs themselves).
+    dscale_row(y, dy, row_dot(dy, y, n), out, n)
 
 
 cdef inline void _log_softmax_backward_row(const floating* dy,
                                            const floating* y, floating* out,
                                            Py_ssize_t n) noexcept nogil:
     cdef double total = row_sum(dy, n)
-    cdef Py_ssize_t j, j0, jb, m
+    cdef Py_ssize_t j0, jb, m
     cdef floating buf[EXP_BLOCK]
     # exp(y) a block at a time through the SIMD exp loop.  out may alias dy
     # or y: a block of y is exponentiated into buf before that block of out
@@ -90,9 +90,7 @@ cdef inline void _log_softmax_backward_row(const floating* dy,
         j0 = jb * EXP_BLOCK
         m = min(<Py_ssize_t>EXP_BLOCK, n - j0)
         exp_shift(y + j0, 0.0, buf, m)
-        for j in range(m):
-            out[j0 + j] = <floating>(<double>dy[j0 + j]
-                                     - <double>buf[j] * total)
+        msub_row(dy + j0, buf, total, out + j0, m)
 
 
 # ------------------------------------------------------------------ kernels

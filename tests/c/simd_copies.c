@@ -17,6 +17,8 @@
  * random float64 inputs in [FASTDL_EXP_FAST_MIN, 0] and the ends of the
  * range; the AVX-512F full exps give the AVX2 ones' bits for every float32
  * bit pattern and 2e7 random float64 inputs.
+ * The plain C map loops (scale, sub2, sum, dot, msub, dscale), compiled
+ * per copy, give the baseline copy's bits on random rows too.
  * Prints "mismatches N", then whether the AVX-512F copy was checked, and
  * exits 1 when N > 0. */
 #include "_fastexp.h"
@@ -142,6 +144,78 @@ static long check_exps(const struct copy *c)
     return bad;
 }
 
+/* One copy's map loops. */
+struct maps {
+    fastdl_scalef_fn scalef;
+    fastdl_scale_fn scale;
+    fastdl_sub2f_fn sub2f;
+    fastdl_sub2_fn sub2;
+    fastdl_sumf_fn sumf;
+    fastdl_sum_fn sum;
+    fastdl_dotf_fn dotf;
+    fastdl_dot_fn dot;
+    fastdl_bwdf_fn msubf, dscalef;
+    fastdl_bwd_fn msub, dscale;
+};
+#define FASTDL_MAPS(S)                                                      \
+    {fastdl_scalef_##S, fastdl_scale_##S, fastdl_sub2f_##S, fastdl_sub2_##S, \
+     fastdl_sumf_##S, fastdl_sum_##S, fastdl_dotf_##S, fastdl_dot_##S,      \
+     fastdl_msubf_##S, fastdl_dscalef_##S, fastdl_msub_##S,                 \
+     fastdl_dscale_##S}
+
+/* Every loop of c against the baseline's, on rows of random length (the
+ * outputs compared as bytes, the sums as doubles' bits). */
+static long check_maps(const struct maps *c)
+{
+    static const struct maps base = FASTDL_MAPS(baseline);
+    static float x[ROW], w[ROW], y1[ROW], y2[ROW];
+    static double xd[ROW], wd[ROW], z1[ROW], z2[ROW];
+    long bad = 0;
+    int t, i, n;
+    double r1, r2;
+    for (t = 0; t < 20000; t++) {
+        n = rand() % ROW;
+        for (i = 0; i < n; i++) {
+            x[i] = (float)(rand() % 4000 - 2000) / 37.0f;
+            w[i] = (float)rand() / RAND_MAX;
+            xd[i] = x[i] * 1.37;
+            wd[i] = w[i] / 3.0;
+        }
+/* Both outputs start as a copy of src (the scale loops work in place). */
+#define SAME(src, call_base, call_c, out1, out2)                            \
+        do {                                                                \
+            memcpy(out1, src, n * sizeof *src);                             \
+            memcpy(out2, src, n * sizeof *src);                             \
+            call_base;                                                      \
+            call_c;                                                         \
+            bad += memcmp(out1, out2, n * sizeof *out1) != 0;               \
+        } while (0)
+        SAME(x, base.scalef(y1, 0.3, n), c->scalef(y2, 0.3, n), y1, y2);
+        SAME(xd, base.scale(z1, 0.3, n), c->scale(z2, 0.3, n), z1, z2);
+        SAME(x, base.sub2f(x, 2.5, 0.7, y1, n), c->sub2f(x, 2.5, 0.7, y2, n),
+             y1, y2);
+        SAME(xd, base.sub2(xd, 2.5, 0.7, z1, n),
+             c->sub2(xd, 2.5, 0.7, z2, n), z1, z2);
+        SAME(x, base.msubf(x, w, 1.7, y1, n), c->msubf(x, w, 1.7, y2, n),
+             y1, y2);
+        SAME(xd, base.msub(xd, wd, 1.7, z1, n),
+             c->msub(xd, wd, 1.7, z2, n), z1, z2);
+        SAME(x, base.dscalef(w, x, 0.4, y1, n),
+             c->dscalef(w, x, 0.4, y2, n), y1, y2);
+        SAME(xd, base.dscale(wd, xd, 0.4, z1, n),
+             c->dscale(wd, xd, 0.4, z2, n), z1, z2);
+        r1 = base.sumf(x, n), r2 = c->sumf(x, n);
+        bad += memcmp(&r1, &r2, sizeof r1) != 0;
+        r1 = base.sum(xd, n), r2 = c->sum(xd, n);
+        bad += memcmp(&r1, &r2, sizeof r1) != 0;
+        r1 = base.dotf(x, w, n), r2 = c->dotf(x, w, n);
+        bad += memcmp(&r1, &r2, sizeof r1) != 0;
+        r1 = base.dot(xd, wd, n), r2 = c->dot(xd, wd, n);
+        bad += memcmp(&r1, &r2, sizeof r1) != 0;
+    }
+    return bad;
+}
+
 static long check_copy(const struct copy *c)
 {
     return check_max(c) + (c->expf_sum != NULL ? check_exps(c) : 0);
@@ -249,11 +323,14 @@ int main(void)
     long bad = 0;
     int has_avx512;
     srand(12345);
-    bad += check_copy(&avx2) + check_copy(&max_c);
+    const struct maps maps_avx2 = FASTDL_MAPS(avx2);
+    const struct maps maps_avx512 = FASTDL_MAPS(avx512);
+    bad += check_copy(&avx2) + check_copy(&max_c) + check_maps(&maps_avx2);
     bad += check_in_range_exps_avx2();
     has_avx512 = __builtin_cpu_supports("avx512f");
     if (has_avx512)
-        bad += check_copy(&avx512) + check_exps_avx512();
+        bad += check_copy(&avx512) + check_exps_avx512() +
+               check_maps(&maps_avx512);
     printf("mismatches %ld\n", bad);
     printf(has_avx512 ? "avx512f checked\n" : "avx512f not on this cpu\n");
     return bad != 0;
