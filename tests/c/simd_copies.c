@@ -12,7 +12,8 @@
  *    C body, whether a prefetch row is passed or not, and whether the copy
  *    takes its in-range exp (row minimum passed) or the full one;
  *  - exp alone: the fused C body's bits.
- * Then the vector exps: the in-range ones give the full ones' bits for
+ * Then the vector exps (shift 0; the row tests above shift by the row max):
+ * the in-range ones give the full ones' bits for
  * every float32 input in [FASTDL_EXPF_FAST_MIN, 0] and NaN and on 2e7
  * random float64 inputs in [FASTDL_EXP_FAST_MIN, 0] and the ends of the
  * range; the AVX-512F full exps give the AVX2 ones' bits for every float32
@@ -241,18 +242,19 @@ static int next_in_range(uint32_t *bits, float *xs, int n)
 
 FASTDL_ATTRS_AVX2 static long check_in_range_exps_avx2(void)
 {
+    const __m256 z8 = _mm256_setzero_ps();
     float xs[8], a[8], b[8];
     double xd[4], u[4], v[4];
     long bad = 0, k;
     uint32_t bits = 0x80000000u;
     int i;
     while (next_in_range(&bits, xs, 8)) {
-        _mm256_storeu_ps(a, fastdl_expf_avx2_v_in_range(_mm256_loadu_ps(xs)));
-        _mm256_storeu_ps(b, fastdl_expf_avx2_v(_mm256_loadu_ps(xs)));
+        _mm256_storeu_ps(a, fastdl_expf_avx2_v_in_range(_mm256_loadu_ps(xs), z8));
+        _mm256_storeu_ps(b, fastdl_expf_avx2_v(_mm256_loadu_ps(xs), z8));
         bad += memcmp(a, b, sizeof a) != 0;
     }
     xs[0] = NAN;
-    _mm256_storeu_ps(a, fastdl_expf_avx2_v_in_range(_mm256_loadu_ps(xs)));
+    _mm256_storeu_ps(a, fastdl_expf_avx2_v_in_range(_mm256_loadu_ps(xs), z8));
     bad += !isnan(a[0]);
     for (k = 0; k < 5000000; k++) {
         for (i = 0; i < 4; i++)
@@ -269,6 +271,8 @@ FASTDL_ATTRS_AVX2 static long check_in_range_exps_avx2(void)
 
 FASTDL_ATTRS_AVX512 static long check_exps_avx512(void)
 {
+    const __m512 z16 = _mm512_setzero_ps();
+    const __m256 z8 = _mm256_setzero_ps();
     float xs[16], a[16], b[16];
     double xd[8], u[8], v[8];
     long bad = 0, k;
@@ -280,16 +284,16 @@ FASTDL_ATTRS_AVX512 static long check_exps_avx512(void)
             uint32_t w = bits + (uint32_t)i;
             memcpy(&xs[i], &w, sizeof w);
         }
-        _mm512_storeu_ps(a, fastdl_expf_avx512_v(_mm512_loadu_ps(xs)));
-        _mm256_storeu_ps(b, fastdl_expf_avx2_v(_mm256_loadu_ps(xs)));
-        _mm256_storeu_ps(b + 8, fastdl_expf_avx2_v(_mm256_loadu_ps(xs + 8)));
+        _mm512_storeu_ps(a, fastdl_expf_avx512_v(_mm512_loadu_ps(xs), z16));
+        _mm256_storeu_ps(b, fastdl_expf_avx2_v(_mm256_loadu_ps(xs), z8));
+        _mm256_storeu_ps(b + 8, fastdl_expf_avx2_v(_mm256_loadu_ps(xs + 8), z8));
         bad += memcmp(a, b, sizeof a) != 0;
         bits += 16;
     } while (bits != 0);
     bits = 0x80000000u;
     while (next_in_range(&bits, xs, 16)) {
-        _mm512_storeu_ps(a, fastdl_expf_avx512_v_in_range(_mm512_loadu_ps(xs)));
-        _mm512_storeu_ps(b, fastdl_expf_avx512_v(_mm512_loadu_ps(xs)));
+        _mm512_storeu_ps(a, fastdl_expf_avx512_v_in_range(_mm512_loadu_ps(xs), z16));
+        _mm512_storeu_ps(b, fastdl_expf_avx512_v(_mm512_loadu_ps(xs), z16));
         bad += memcmp(a, b, sizeof a) != 0;
     }
     for (k = 0; k < 2500000; k++) {
