@@ -56,6 +56,9 @@ cdef extern from "_fastexp.h" nogil:
     void fastdl_expf_shift_sum(const float* x, float shift, float* y,
                                Py_ssize_t n, double* acc, const float* pf,
                                float lo)
+    void fastdl_expf_shift_sum_r(const float* x, float shift, float* y,
+                                 Py_ssize_t n, double* acc, const float* pf,
+                                 float lo)
     void fastdl_exp_shift_sum(const double* x, double shift, double* y,
                               Py_ssize_t n, double* acc, const double* pf,
                               double lo)
@@ -108,8 +111,13 @@ cdef inline void exp_shift(const floating* x, floating shift, floating* y,
 
 cdef inline void exp_shift_sum(const floating* x, floating shift, floating* y,
                                Py_ssize_t n, double* acc, const floating* pf,
-                               floating lo) noexcept nogil:
+                               floating lo, bint exact) noexcept nogil:
     """exp_shift, also adding y[j] in double into acc[j % LANES].
+
+    exact (float32): exponentiate the exact difference x - shift, for exps
+    that are results (softmax, the cross-entropy gradient); else x - shift
+    rounded to float32 first, cheaper and as good for exps that are only
+    summed (see _fastexp.h: the sum moves by at most 2^-24 / e relative).
 
     pf[0:n] is prefetched meanwhile (NULL: nothing).  The row kernels pass
     the same columns of their next input row, so that row is on its way to
@@ -121,7 +129,10 @@ cdef inline void exp_shift_sum(const floating* x, floating shift, floating* y,
     float64 one, with the sum).
     """
     if floating is float:
-        fastdl_expf_shift_sum(x, shift, y, n, acc, pf, lo)
+        if exact:
+            fastdl_expf_shift_sum(x, shift, y, n, acc, pf, lo)
+        else:
+            fastdl_expf_shift_sum_r(x, shift, y, n, acc, pf, lo)
     else:
         fastdl_exp_shift_sum(x, shift, y, n, acc, pf, lo)
 
@@ -183,7 +194,8 @@ cdef inline double lane_total(double* acc) noexcept nogil:
 cdef inline double exp_sum(const floating* x, floating shift, Py_ssize_t n,
                            const floating* pf, floating lo) noexcept nogil:
     """sum_j exp(x[j] - shift) over x[0:n], accumulated in double; pf[0:n]
-    prefetched meanwhile, lo the row minimum or -inf (see exp_shift_sum).
+    prefetched meanwhile, lo the row minimum or -inf (see exp_shift_sum;
+    the exps are only summed, so x - shift is rounded first).
 
     The exps of a block go to a small stack buffer through the SIMD loop,
     which also adds them into the LANES partial sums.
@@ -198,7 +210,7 @@ cdef inline double exp_sum(const floating* x, floating shift, Py_ssize_t n,
     for jb in range((n + EXP_BLOCK - 1) // EXP_BLOCK):
         j0 = jb * EXP_BLOCK
         exp_shift_sum(x + j0, shift, buf, min(<Py_ssize_t>EXP_BLOCK, n - j0),
-                      acc, pf + j0 if pf != NULL else NULL, lo)
+                      acc, pf + j0 if pf != NULL else NULL, lo, False)
     return lane_total(acc)
 
 
@@ -206,7 +218,8 @@ cdef inline double exp_sum_store(const floating* x, floating shift,
                                  floating* e, Py_ssize_t n, const floating* pf,
                                  floating lo) noexcept nogil:
     """e[j] = exp(x[j] - shift) and return their sum in double; pf[0:n]
-    prefetched meanwhile, lo the row minimum or -inf (see exp_shift_sum).
+    prefetched meanwhile, lo the row minimum or -inf (see exp_shift_sum;
+    the exps are results, so of the exact difference).
 
     e may be x itself: each element is read before it is overwritten.
     """
@@ -214,7 +227,7 @@ cdef inline double exp_sum_store(const floating* x, floating shift,
     cdef Py_ssize_t k
     for k in range(LANES):
         acc[k] = 0.0
-    exp_shift_sum(x, shift, e, n, acc, pf, lo)
+    exp_shift_sum(x, shift, e, n, acc, pf, lo, True)
     return lane_total(acc)
 
 

@@ -78,7 +78,7 @@ cdef inline double _exp_sum_smooth(const floating* z, floating m,
         mb = min(<Py_ssize_t>EXP_BLOCK, n - j0)
         _wd_sums(z + j0, m, w + j0 if w != NULL else NULL, mb, acc_wd)
         exp_shift_sum(z + j0, m, g + j0 if g != NULL else buf, mb, acc_s,
-                      nxt + j0 if nxt != NULL else NULL, lo)
+                      nxt + j0 if nxt != NULL else NULL, lo, g != NULL)
     sum_wd[0] = lane_total(acc_wd)
     return lane_total(acc_s)
 
@@ -437,7 +437,7 @@ cdef inline double _ce_prob_row(const floating* z, const floating* q,
         _prob_sums(z + j0, m, q + j0, w + j0 if w != NULL else NULL, mb, eps,
                    eps_c, acc_wq, acc_wqd)
         exp_shift_sum(z + j0, m, g + j0 if g != NULL else buf, mb, acc_s,
-                      nxt + j0 if nxt != NULL else NULL, lo)
+                      nxt + j0 if nxt != NULL else NULL, lo, g != NULL)
     s = lane_total(acc_s)
     sum_wq = lane_total(acc_wq)
     sum_wqd = lane_total(acc_wqd)

@@ -10,7 +10,8 @@
  *    selects a code path: its value is checked, not the sign of a zero);
  *  - exp + sum: the same exps and the same eight partial sums as the fused
  *    C body, whether a prefetch row is passed or not, and whether the copy
- *    takes its in-range exp (row minimum passed) or the full one;
+ *    takes its in-range exp (row minimum passed) or the full one; both for
+ *    the exact difference x - shift and for the rounded one (_sum_r);
  *  - exp alone: the fused C body's bits.
  * Then the vector exps (shift 0; the row tests above shift by the row max):
  * the in-range ones give the full ones' bits for
@@ -38,7 +39,7 @@ FASTDL_DEFINE_MAX_LOOP(check_max_c, FASTDL_ATTRS_AVX2, double)
 struct copy {
     fastdl_maxf_fn maxf;
     fastdl_max_fn max;
-    fastdl_expf_shift_sum_fn expf_sum;
+    fastdl_expf_shift_sum_fn expf_sum, expf_sum_r;
     fastdl_exp_shift_sum_fn exp_sum;
     fastdl_expf_shift_fn expf;
     fastdl_exp_shift_fn exp;
@@ -134,6 +135,14 @@ static long check_exps(const struct copy *c)
                    t & 2 ? mnd : -INFINITY);
         if (memcmp(a1, a2, sizeof a1) || memcmp(y1, y2, n * sizeof *y1) ||
             memcmp(d1, d2, sizeof d1) || memcmp(z1, z2, n * sizeof *z1))
+            bad++;
+        /* The variant with x - shift rounded first. */
+        for (k = 0; k < 8; k++)
+            a1[k] = a2[k] = 0.1 * k;
+        fastdl_expf_shift_sum_r_fused_c(x, mx, y1, n, a1, NULL, -INFINITY);
+        c->expf_sum_r(x, mx, y2, n, a2, t & 1 ? NULL : x,
+                      t & 2 ? mn : -INFINITY);
+        if (memcmp(a1, a2, sizeof a1) || memcmp(y1, y2, n * sizeof *y1))
             bad++;
         fastdl_expf_shift_fused_c(x, 1.5f, y1, n);
         c->expf(x, 1.5f, y2, n);
@@ -316,14 +325,14 @@ int main(void)
 {
     const struct copy avx2 = {
         fastdl_maxf_avx2, fastdl_max_avx2, fastdl_expf_shift_sum_avx2,
-        fastdl_exp_shift_sum_avx2, fastdl_expf_shift_avx2,
-        fastdl_exp_shift_avx2};
+        fastdl_expf_shift_sum_r_avx2, fastdl_exp_shift_sum_avx2,
+        fastdl_expf_shift_avx2, fastdl_exp_shift_avx2};
     const struct copy max_c = {check_maxf_c, check_max_c, NULL, NULL, NULL,
-                               NULL};
+                               NULL, NULL};
     const struct copy avx512 = {
         fastdl_maxf_avx512, fastdl_max_avx512, fastdl_expf_shift_sum_avx512,
-        fastdl_exp_shift_sum_avx512, fastdl_expf_shift_avx512,
-        fastdl_exp_shift_avx512};
+        fastdl_expf_shift_sum_r_avx512, fastdl_exp_shift_sum_avx512,
+        fastdl_expf_shift_avx512, fastdl_exp_shift_avx512};
     long bad = 0;
     int has_avx512;
     srand(12345);
