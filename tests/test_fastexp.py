@@ -1,7 +1,7 @@
 """The compiled backends' polynomial exps, seen through the public kernels.
 
 Both compiled backends replace libm's scalar exp with vectorisable
-polynomials (kernels/_fastexp.h for Cython, ``_exp_for_float32`` /
+polynomials (kernels/_fastexp.h for Cython, ``_exp_diff_float32`` /
 ``_exp_for_float64`` in fastdl/backends/_numba_kernels.py).  Their claimed
 bounds, from sweeps run outside the test suite (all float32 in [-105, 89.5];
 3.4e8 float64 points against long double, see the header): float32 <= 1.16
@@ -149,3 +149,23 @@ def test_softmax_float32_within_3_ulp(compiled_backend, scale, rng):
     e = np.exp(d)
     err = _ulp_errors_vs(got, e / e.sum(axis=1, keepdims=True))
     assert float(err.max()) <= 3.0
+
+
+def test_numba_float32_exp_is_the_fused_body():
+    """Numba's float32 exp (``_exp_diff_float32``) is fastdl_expf's fused
+    arithmetic, so on a CPU where the Cython kernels run a fused (AVX2+FMA or
+    AVX-512F) copy the two backends give the same bits, and the fused body's
+    exhaustive sweep (0.976 ulp) covers Numba's exp too."""
+    if not {"cython", "numba"} <= set(fastdl.available_backends()):
+        pytest.skip("needs both compiled backends")
+    from fastdl import _build_info
+    from fastdl._info import _simd_in_use
+    copy = _simd_in_use(_build_info.SIMD_CLONES).split()[0]
+    if copy not in ("avx2+fma", "avx512f"):
+        pytest.skip(f"the Cython kernels run the {copy} copy (not fused) here")
+    rng = np.random.default_rng(7)
+    for lo, hi in RANGES[np.dtype(np.float32)]:
+        y = rng.uniform(lo, hi, 200_000).astype(np.float32)
+        a = _exp_through_kernel(y, "cython")
+        b = _exp_through_kernel(y, "numba")
+        np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))

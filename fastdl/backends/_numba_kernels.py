@@ -10,8 +10,12 @@ Conventions shared by all kernels (see :mod:`fastdl.backends` for the
 contract):
 
 * Sums (exp-sums, dot products, column sums) accumulate in float64, whatever
-  the input dtype; float32 values are widened when read and rounded once
-  when written.
+  the input dtype.  float32 data: the row kernels' exps are float32
+  arithmetic on the exact difference x - max (:func:`_exp_diff_float32`),
+  and their output passes (softmax's scale, log_softmax's subtraction, the
+  backward passes) run in float32 with the row's scalars rounded to
+  float32 (:func:`_in_dtype`), as the Cython kernels do: converting every
+  element to float64 and back cost more than the arithmetic.
 * Row maxima use ``llvm.maximum`` (:func:`_fmaximum`), which propagates NaN:
   a row holding NaN gets a NaN max, so every output of that row is NaN, which
   is the reference's rule.  Unlike a ``v > m`` select chain, LLVM vectorises
@@ -171,15 +175,6 @@ def _fmaximum(typingctx, a, b):
     return a(a, b), codegen
 
 
-def _exp_as(like, d):
-    """``exp(d)`` (float64 in, float64 out) at the accuracy ``like`` needs.
-
-    ``like`` is the array whose dtype decides the implementation; see the
-    overload below.  Only callable from compiled code.
-    """
-    raise NotImplementedError
-
-
 @intrinsic
 def _float64_from_bits(typingctx, bits):
     """The float64 whose IEEE-754 bit pattern is the int64 ``bits``."""
@@ -204,20 +199,7 @@ def _int64_from_float64(typingctx, value):
     return types.int64(types.float64), codegen
 
 
-# exp(r) ~ P(r) = 1 + r (P1 + r (P2 + ... + r P6)) on |r| <= ln(2)/2.  The
-# constant term is exactly 1 so exp(0) == 1 exactly (log_softmax of a row
-# with one dominant entry must give exactly 0 there).  Our coefficients: a
-# weighted least-squares fit of the *relative* error at 4000 Chebyshev nodes,
-# reweighted (Lawson's iteration) towards the minimax solution.  Max relative
-# error of P alone: 1.99e-9, i.e. 0.03 float32 ulp.
-_EXP_P1 = 1.0000000321650828
-_EXP_P2 = 0.49999994209041254
-_EXP_P3 = 0.1666643126252613
-_EXP_P4 = 0.04166800203639387
-_EXP_P5 = 0.008374155317411654
-_EXP_P6 = 0.001384365349020148
 _LOG2_E = 1.4426950408889634
-_LN_2 = 0.6931471805599453
 
 
 # 1.5 * 2^52 + 2 * 1023: for an integer-valued float64 k with |k| < 2^51,
@@ -243,50 +225,6 @@ def _pow2_factors(k):
     half = bits >> 1
     return (_float64_from_bits(half << 52),
             _float64_from_bits((bits - half) << 52))
-
-
-@numba.njit(inline="always", **_OPTIONS)
-def _exp_for_float32(d):
-    """exp(d) for float64 ``d``, accurate enough for float32 results.
-
-    Plain arithmetic (no libm call) so LLVM vectorises the loops calling it;
-    Numba's math.exp is a scalar libm call (PyPI llvmlite has no SVML).
-    Relative error <= 2e-9 over the whole float64 range, so once rounded to
-    float32 the result is within 0.53 ulp of exp (measured on a dense sweep
-    against np.exp in float64, see the tests); sums taken from it in float64
-    are far more accurate than float32 data.  Not used for float64 data.
-
-    * Range reduction: d = k ln2 + r with k = rint(d log2(e)), |r| <= ln2/2.
-      One-constant ln2 is enough: its rounding error times |k| <= 1076 moves
-      r by < 1e-13, far below the 6e-8 a float32 result can resolve.
-    * exp(r) by the degree-6 polynomial above (Horner); exp(0) == 1.
-    * 2^k is built from exponent bits (:func:`_pow2_factors`), in two
-      factors 2^(k//2) 2^(k-k//2) so each stays a normal float64 for every k
-      the clamp allows: results overflow to inf and underflow gradually to 0
-      exactly like exp.
-    * Clamping d to [-746, 710] keeps k in range; outside it exp is 0 or
-      inf anyway (e^-746 rounds to 0, e^710 overflows) and the clamp gives
-      those values.  Written ``lo if lo > d else d`` so that a NaN passes
-      through (it then makes r, the polynomial and the result NaN) and LLVM
-      emits plain vmaxpd/vminpd-style selects: the earlier form, which
-      turned NaN into -746 and restored it with a final select, cost a
-      quarter of the exp loop (float64 data: 2.16 -> 1.61 ns per element).
-    """
-    # Not max()/min(): this operand order is the NaN rule and the codegen
-    # described above.
-    dc = -746.0 if -746.0 > d else d  # noqa: FURB136
-    dc = 710.0 if 710.0 < dc else dc  # noqa: FURB136
-    k = np.rint(dc * _LOG2_E)
-    r = dc - k * _LN_2
-    p = _EXP_P6
-    p = p * r + _EXP_P5
-    p = p * r + _EXP_P4
-    p = p * r + _EXP_P3
-    p = p * r + _EXP_P2
-    p = p * r + _EXP_P1
-    p = p * r + 1.0
-    scale_1, scale_2 = _pow2_factors(k)
-    return (p * scale_1) * scale_2
 
 
 # float64: exp(r) ~ 1 + r Q(r) on |r| <= ln(2)/2, Q of degree 10 (the
@@ -327,8 +265,8 @@ def _exp_for_float64(d):
       each a normal float64 for every k the clamp allows, so the result
       overflows to inf and underflows gradually to 0 exactly like exp,
       rounding once.
-    * d clamped to [-746, 710] (e^-746 rounds to 0, e^710 overflows) as in
-      :func:`_exp_for_float32`; a NaN passes the clamp and comes out NaN.
+    * d clamped to [-746, 710] (e^-746 rounds to 0, e^710 overflows), written
+      so that a NaN passes the clamp and comes out NaN.
 
     Max error measured 0.89 ulp against exp in long double on 2.8e7 points
     (uniform over the whole range, in [-1, 1], in the denormal range and
@@ -359,14 +297,159 @@ def _exp_for_float64(d):
     return (p * scale_1) * scale_2
 
 
-@overload(_exp_as, jit_options=_OPTIONS)
-def _exp_as_overload(like, d):
-    # float32 data: the float32-accurate polynomial (its float64 result is
-    # within 0.53 float32 ulp); float64 data: the float64 polynomial (about
-    # 1 ulp).  Both vectorise, unlike math.exp.
+# float32 data: exp in float32 arithmetic, the algorithm and constants of
+# fastdl_expf in kernels/_fastexp.h (degree-6 polynomial, Cody-Waite ln2,
+# magic-number rounding, two-factor scaling), twice as many lanes per vector
+# as the float64 exp.  The row kernels' fast-math flags include "reassoc",
+# which would let LLVM simplify away the exact-difference and the
+# magic-number rounding steps, so those are intrinsics whose instructions
+# carry no fast-math flags.
+_F32 = np.float32
+_EXPF_MAGIC = _F32(12583166.0)  # 1.5 * 2^23 + 2 * 127
+_EXPF_LOG2E = _F32(1.44269504088896341)
+_EXPF_NEG_LN2_HI = _F32(-0.693359375)
+_EXPF_LN2_LO_CORR = _F32(2.12194440e-4)  # -(ln2 - ln2_hi)
+_EXPF_P6 = _F32(1.3933647e-3)
+_EXPF_P5 = _F32(8.3691543e-3)
+_EXPF_P4 = _F32(4.1666467e-2)
+_EXPF_P3 = _F32(1.6666505e-1)
+_EXPF_P2 = _F32(0.5)
+_EXPF_ONE = _F32(1.0)
+_EXPF_LO = _F32(-104.0)
+_EXPF_HI = _F32(89.0)
+
+
+@intrinsic
+def _two_diff_f32(typingctx, a, b):
+    """(d, e): d = a - b rounded to float32 and e its exact rounding error
+    (TwoSum, exact without FMA), with no fast-math flags."""
+    if not (a == types.float32 and b == types.float32):
+        return None
+    sig = types.UniTuple(types.float32, 2)(a, b)
+
+    def codegen(context, builder, signature, args):
+        x, s = args
+        d = builder.fsub(x, s)
+        bb = builder.fsub(d, x)
+        e = builder.fsub(builder.fsub(x, builder.fsub(d, bb)), builder.fadd(s, bb))
+        return context.make_tuple(builder, signature.return_type, (d, e))
+
+    return sig, codegen
+
+
+@intrinsic
+def _keep_if_equal_f32(typingctx, a, b, v):
+    """v where a == b (ordered: a NaN compares unequal), else 0."""
+    if not (a == types.float32 and b == types.float32 and v == types.float32):
+        return None
+
+    def codegen(context, builder, signature, args):
+        x, y, val = args
+        return builder.select(builder.fcmp_ordered("==", x, y), val,
+                              ir.Constant(ir.FloatType(), 0.0))
+
+    return types.float32(types.float32, types.float32, types.float32), codegen
+
+
+@intrinsic
+def _round_log2e_f32(typingctx, x):
+    """(kb, k): kb = fma(x, log2 e, magic), whose addition rounds x log2 e to
+    the integer k held in kb's low bits, and k = kb - magic exactly."""
+    if x != types.float32:
+        return None
+    sig = types.UniTuple(types.float32, 2)(x)
+
+    def codegen(context, builder, signature, args):
+        f32 = ir.FloatType()
+        fma = builder.module.declare_intrinsic("llvm.fma", [f32],
+                                               ir.FunctionType(f32, [f32, f32, f32]))
+        magic = ir.Constant(f32, float(_EXPF_MAGIC))
+        kb = builder.call(fma, [args[0], ir.Constant(f32, float(_EXPF_LOG2E)), magic])
+        return context.make_tuple(builder, signature.return_type, (kb, builder.fsub(kb, magic)))
+
+    return sig, codegen
+
+
+@intrinsic
+def _scale_by_kb_f32(typingctx, q, kb):
+    """q * 2^k from kb's bits, m = k + 254 in the low bits: (q 2^floor(m/2) - 127)
+    then times 2^(ceil(m/2) - 127), each factor normal (fastdl_expf)."""
+    if not (q == types.float32 and kb == types.float32):
+        return None
+
+    def codegen(context, builder, signature, args):
+        qv, kbv = args
+        i32, f32 = ir.IntType(32), ir.FloatType()
+        bits = builder.bitcast(kbv, i32)
+        half = builder.lshr(bits, ir.Constant(i32, 1))
+        s2 = builder.bitcast(builder.shl(builder.sub(bits, half), ir.Constant(i32, 23)), f32)
+        s1 = builder.bitcast(builder.shl(half, ir.Constant(i32, 23)), f32)
+        return builder.fmul(builder.fmul(qv, s1), s2)
+
+    return types.float32(types.float32, types.float32), codegen
+
+
+@numba.njit(inline="always", **_OPTIONS)
+def _exp_diff_float32(x, shift):
+    """exp(x - shift) for float32 x and shift, of the exact difference.
+
+    x - shift rounded to float32 would move exp by |x - shift| 2^-24 relative
+    (40 ulp at -77); its TwoSum error e is added to the reduced argument
+    instead, and dropped where the difference is clamped or not finite.
+    Then fastdl_expf's fused arithmetic (LLVM contracts the Horner steps
+    under the "contract" flag): the same bits as the Cython kernels' AVX2 and
+    AVX-512F copies (tests/test_fastexp.py), whose exhaustive sweep gives
+    0.976 ulp; +-inf, NaN, overflow and underflow as exp.  Measured, one
+    thread, 64x1000 float32: softmax 1.10 -> 0.77 ns per element with the
+    float32 output passes, logsumexp 0.71 -> 0.66.
+    """
+    d, e = _two_diff_f32(x, shift)
+    dc = _EXPF_LO if _EXPF_LO > d else d  # noqa: FURB136 (NaN passes)
+    dc = _EXPF_HI if _EXPF_HI < dc else dc  # noqa: FURB136
+    e = _keep_if_equal_f32(dc, d, e)
+    kb, k = _round_log2e_f32(dc)
+    r = k * _EXPF_NEG_LN2_HI + dc
+    r = k * _EXPF_LN2_LO_CORR + r
+    r = r + e
+    q = _EXPF_P6 * r + _EXPF_P5
+    q = q * r + _EXPF_P4
+    q = q * r + _EXPF_P3
+    q = q * r + _EXPF_P2
+    q = q * r + _EXPF_ONE
+    q = q * r + _EXPF_ONE
+    return _scale_by_kb_f32(q, kb)
+
+
+def _exp_diff(like, x, shift):
+    """``exp(x - shift)`` as a float64, x an element of ``like`` and shift a
+    float64 holding a value of like's dtype (a row max, or 0).  Only callable
+    from compiled code; see the overload below."""
+    raise NotImplementedError
+
+
+@overload(_exp_diff, jit_options=_OPTIONS)
+def _exp_diff_overload(like, x, shift):
+    # float32 data: the float32 exp of the exact difference (twice the
+    # lanes of a float64 exp); float64 data: the float64 polynomial of
+    # x - shift, rounded in float64 as NumPy does.
     if isinstance(like, types.Array) and like.dtype == types.float32:
-        return lambda like, d: _exp_for_float32(d)
-    return lambda like, d: _exp_for_float64(d)
+        return lambda like, x, shift: np.float64(
+            _exp_diff_float32(np.float32(x), np.float32(shift)))
+    return lambda like, x, shift: _exp_for_float64(np.float64(x) - shift)
+
+
+def _in_dtype(like, v):
+    """The float64 scalar ``v`` rounded to ``like``'s dtype (float32 or
+    float64), so that an output pass runs in the data's precision.  Only
+    callable from compiled code."""
+    raise NotImplementedError
+
+
+@overload(_in_dtype, jit_options=_OPTIONS)
+def _in_dtype_overload(like, v):
+    if isinstance(like, types.Array) and like.dtype == types.float32:
+        return lambda like, v: np.float32(v)
+    return lambda like, v: np.float64(v)
 
 
 @_njit
@@ -384,7 +467,7 @@ def _row_expsum(xr, shift, er):
     unless ``er`` is None (the branch is pruned at compile time)."""
     s = 0.0
     for j in range(xr.shape[0]):
-        e = _exp_as(xr, np.float64(xr[j]) - shift)
+        e = _exp_diff(xr, xr[j], shift)
         if er is not None:
             er[j] = e
         s += e
@@ -399,7 +482,7 @@ def _row_expsum_wdot(xr, shift, w, er):
     a = 0.0
     for j in range(xr.shape[0]):
         d = np.float64(xr[j]) - shift
-        e = _exp_as(xr, d)
+        e = _exp_diff(xr, xr[j], shift)
         if er is not None:
             er[j] = e
         s += e
@@ -481,7 +564,9 @@ def _softmax(x, out):
         outr = out[i]
         m = np.float64(_row_max(xr))
         s = _row_expsum(xr, m, outr)
-        inv_s = 1.0 / s
+        # float32: a float32 product with 1/s rounded to float32 (at most 1
+        # ulp more than rounding in double, and no conversions), as Cython.
+        inv_s = _in_dtype(outr, 1.0 / s)
         for j in range(outr.shape[0]):
             outr[j] = outr[j] * inv_s
 
@@ -499,8 +584,11 @@ def _log_softmax(x, out):
         outr = out[i]
         m = np.float64(_row_max(xr))
         log_s = math.log(_row_expsum(xr, m, None))
+        # In the data's precision (float32: within 2 ulp, as Cython's).
+        m_t = _in_dtype(xr, m)
+        log_s_t = _in_dtype(xr, log_s)
         for j in range(xr.shape[0]):
-            outr[j] = (np.float64(xr[j]) - m) - log_s
+            outr[j] = (xr[j] - m_t) - log_s_t
 
 
 def _softmax_backward(dy, y, out):
@@ -512,8 +600,9 @@ def _softmax_backward(dy, y, out):
         dot = 0.0
         for j in range(yr.shape[0]):
             dot += np.float64(dyr[j]) * np.float64(yr[j])
+        dot_t = _in_dtype(yr, dot)  # the output pass in the data's precision
         for j in range(yr.shape[0]):
-            outr[j] = np.float64(yr[j]) * (np.float64(dyr[j]) - dot)
+            outr[j] = yr[j] * (dyr[j] - dot_t)
 
 
 def _log_softmax_backward(dy, y, out):
@@ -525,9 +614,9 @@ def _log_softmax_backward(dy, y, out):
         sum_dy = 0.0
         for j in range(yr.shape[0]):
             sum_dy += dyr[j]
+        t = _in_dtype(yr, sum_dy)  # the output pass in the data's precision
         for j in range(yr.shape[0]):
-            outr[j] = (np.float64(dyr[j])
-                       - _exp_as(yr, np.float64(yr[j])) * sum_dy)
+            outr[j] = dyr[j] - _in_dtype(yr, _exp_diff(yr, yr[j], 0.0)) * t
 
 
 def _cross_entropy_index(logits, target, weight, ignore_index,
@@ -643,7 +732,7 @@ def _cross_entropy_prob(logits, target, weight, label_smoothing, scale, loss,
         vd_sum = 0.0
         for j in range(c):
             d = np.float64(zr[j]) - m
-            e = _exp_as(zr, d)
+            e = _exp_diff(zr, zr[j], m)
             if grad is not None:
                 grad[i, j] = e
             s += e
