@@ -143,14 +143,12 @@
  * the in-range AVX-512F loop: 0.26 -> 0.31 ns per element; the same loop's
  * error at d in [-77, 3]: 40 -> 0.7 ulp. */
 #define FASTDL_DEFINE_EXPF(NAME, ATTRS, MADD, POLY)                         \
-ATTRS static inline float NAME##_shifted(float x, float sh)                 \
+/* exp(d + e) for a small correction e (0, or the TwoSum error of d). */    \
+ATTRS static inline float NAME##_core(float d, float e)                     \
 {                                                                           \
     const float magic = 12583166.0f;          /* 1.5 * 2^23 + 254 */        \
-    float d, bb, e, xc, kb, kf, r, q, s1, s2;                               \
+    float xc, kb, kf, r, q, s1, s2;                                         \
     uint32_t bits, half;                                                    \
-    d = x - sh;                                                             \
-    bb = d - x;                                                             \
-    e = (x - (d - bb)) - (sh + bb);                                         \
     xc = -104.0f > d ? -104.0f : d;                                         \
     xc = 89.0f < xc ? 89.0f : xc;                                           \
     e = xc == d ? e : 0.0f;                                                 \
@@ -168,9 +166,15 @@ ATTRS static inline float NAME##_shifted(float x, float sh)                 \
     memcpy(&s2, &bits, sizeof s2);                                          \
     return (q * s1) * s2;                                                   \
 }                                                                           \
+ATTRS static inline float NAME##_shifted(float x, float sh)                 \
+{                                                                           \
+    float d = x - sh, bb = d - x;                                           \
+    return NAME##_core(d, (x - (d - bb)) - (sh + bb));                      \
+}                                                                           \
+/* exp(x): the shifted exp with sh = 0 (its e is 0) without the TwoSum. */  \
 ATTRS static inline float NAME(float x)                                     \
 {                                                                           \
-    return NAME##_shifted(x, 0.0f);                                         \
+    return NAME##_core(x, 0.0f);                                            \
 }                                                                           \
 ATTRS static inline float NAME##_rounded(float x, float sh)                 \
 {                                                                           \
