@@ -723,6 +723,7 @@ def _ce_finish_grad(a, out, buf, target):
 
 
 _I64 = np.dtype(np.int64)
+_ndarray = np.ndarray
 _I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 
 
@@ -736,7 +737,14 @@ def _ce_fast(logits, target, ignore_index, reduction, label_smoothing, out, back
     ``ignore_index`` (so "mean" divides by N), no class weights, a float
     ``label_smoothing`` in [0, 1], ``out`` absent or separate.  Anything
     else returns None and the general path (with its errors) runs.
+
+    Only real ndarrays qualify: a backend's one-call entry may read array
+    attributes (``.size``) before its own checks, and an array-like's
+    attributes of those names (a torch tensor's ``.size()`` method) are not
+    an ndarray's.  Array-likes go to the general path's ``np.asarray``.
     """
+    if type(logits) is not _ndarray or type(target) is not _ndarray:
+        return None
     if type(ignore_index) is not int or not _I64_MIN <= ignore_index <= _I64_MAX:
         return None
     if type(label_smoothing) is not float and type(label_smoothing) is not int:
