@@ -614,12 +614,20 @@ def _ce_args(logits, target, weight, ignore_index, reduction, label_smoothing):
         a.valid = valid
     elif t.dtype.kind == "f":
         a.kind = "prob"
+        # The shape first: a float target of another shape is most likely
+        # float class labels, and cannot be valid whatever its dtype.
+        if t.shape != logits.shape:
+            if a.squeeze:
+                indices, example = "an integer", "int(target)"
+            else:
+                indices, example = f"an integer array of shape ({a.n},)", "target.astype(np.int64)"
+            raise ValueError(
+                f"target is a float array of shape {t.shape}; float targets are read as "
+                f"class probabilities, which must have the logits' shape {logits.shape}; "
+                f"class indices must be {indices} (e.g. {example})"
+            )
         t = float_array(t, "target")
         same_dtype(("logits", logits), ("target", t))
-        if t.shape != logits.shape:
-            raise ValueError(
-                f"probability target has shape {t.shape}; it must match logits {logits.shape}"
-            )
         a.target = c_contiguous(t.reshape(mat.shape))
         a.valid = None
     else:
@@ -815,7 +823,8 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100,
     target : ndarray
         Class indices: an integer array of shape (N,) (an int for 1-D
         logits), each in ``[0, C)`` or equal to ``ignore_index``.  Or class
-        probabilities: a float array of the logits' shape and dtype.
+        probabilities: a float array of the logits' shape and dtype.  A
+        float array of another shape (float class labels) is a ValueError.
 {options}
     backend : str, optional
         Backend for this call; None uses :func:`fastdl.get_backend`.

@@ -1,6 +1,8 @@
 """Every bad input named in the API contract raises the documented exception,
 in every backend, before any kernel runs."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -153,3 +155,59 @@ def test_options_are_keyword_only():
         fastdl.softmax(np.ones(3), -1, None)
     with pytest.raises(TypeError):
         fastdl.cross_entropy(np.ones((1, 3)), np.array([0]), None)
+
+
+FLOAT_LABEL_CASES = [
+    # (logits, target): float class labels where class indices were meant
+    (np.zeros((3, 3), np.float32), np.array([0., 1., 2.])),  # float64 labels, float32 logits
+    (np.zeros((3, 3), np.float64), np.array([0., 1., 2.])),
+    (np.zeros((3, 4), np.float32), np.array([0., 1., 2.], np.float32)),
+    (np.zeros((2, 5), np.float64), np.array([[1.], [3.]])),
+    (np.zeros(4, np.float64), np.float64(2.0)),  # a float scalar for 1-D logits
+    (np.zeros((2, 3), np.float32), np.array([0., 1.], np.float16)),
+]
+
+
+@pytest.mark.parametrize("logits, target", FLOAT_LABEL_CASES,
+                         ids=["f64-labels-f32-logits", "f64", "f32", "column", "scalar", "f16"])
+def test_float_class_labels_explain_probability_targets(logits, target, backend):
+    """Regression: float labels of shape (N,) were reported as mixed dtypes.
+
+    A float target is read as class probabilities, which must have the
+    logits' shape; one of any other shape cannot be a valid target whatever
+    its dtype, so the shape is checked first and the error is the
+    ValueError the API gives for shape mismatches (also when the dtypes
+    differ: the same mistake raises the same exception for float32 and
+    float64 logits).  The message names both shapes and says that class
+    indices must be an integer array.
+    """
+    expected = re.escape(str(logits.shape))
+    calls = [
+        lambda: fastdl.cross_entropy(logits, target, backend=backend),
+        lambda: fastdl.cross_entropy_backward(logits, target, backend=backend),
+        lambda: fastdl.cross_entropy_with_grad(logits, target, backend=backend),
+        lambda: fastdl.cross_entropy(logits, target, reduction="none", backend=backend),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError) as info:
+            call()
+        message = str(info.value)
+        assert "probabilities" in message and re.search(expected, message), message
+        assert re.search(re.escape(str(np.shape(target))), message), message
+        assert "class indices" in message and "integer" in message, message
+
+
+def test_float_class_labels_as_integers_work(backend):
+    """What the message suggests: the same labels as an integer array."""
+    logits = np.zeros((3, 3), np.float32)
+    target = np.array([0., 1., 2.])
+    loss = fastdl.cross_entropy(logits, target.astype(np.int64), backend=backend)
+    assert loss.dtype == np.float32 and np.isclose(loss, np.log(3))
+
+
+def test_probability_target_of_the_logits_shape_still_checks_dtype(backend):
+    """With the logits' shape a float target is probabilities: dtype rules apply."""
+    with pytest.raises(TypeError, match="float32.*float64"):
+        fastdl.cross_entropy(np.zeros((2, 3), np.float32), np.ones((2, 3)), backend=backend)
+    with pytest.raises(TypeError, match="float32 and float64"):
+        fastdl.cross_entropy(np.zeros((2, 3)), np.ones((2, 3), np.float16), backend=backend)
