@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numpy.lib.mixins import NDArrayOperatorsMixin
 
 from . import _activations as F
 from ._core import affine_backward, affine_forward
@@ -40,27 +41,198 @@ __all__ = [
 ]
 
 
-class Parameter:
-    """A trainable array and its gradient.
+def _plain(a):
+    """``a``'s array when ``a`` is a :class:`Parameter`, else ``a``."""
+    return a.value if type(a) is Parameter else a
+
+
+def _plain_nested(obj):
+    """:func:`_plain` through the tuples, lists and dicts NumPy functions take."""
+    if type(obj) is Parameter:
+        return obj.value
+    if type(obj) is tuple or type(obj) is list:
+        return type(obj)(_plain_nested(o) for o in obj)
+    if type(obj) is dict:
+        return {k: _plain_nested(v) for k, v in obj.items()}
+    return obj
+
+
+class Parameter(NDArrayOperatorsMixin):
+    """A trainable array and its gradient, usable as the array itself.
+
+    As ``torch.nn.Linear.weight`` acts as its tensor, a Parameter acts as
+    its array: it can be indexed and assigned through (``p[0]``,
+    ``p[...] = 0``), passed to NumPy functions (``np.linalg.norm(p)``) and
+    to fastdl's, used in arithmetic (``p * 2``, ``x @ p.T``, ``p -= g``),
+    and has the array's attributes and methods (``.shape``, ``.dtype``,
+    ``.sum()`` ...).  All of these act on :attr:`value`: a Parameter is a
+    named handle on that array, not a copy of it, so in-place updates
+    through either (an optimizer's through ``.value``, a user's through the
+    parameter) are the same update.  Results (of arithmetic, ufuncs, NumPy
+    functions, indexing, methods) are plain ndarrays, as in PyTorch, where
+    ``weight * 2`` is a tensor without the parameter's role; an in-place
+    operation (``p += 1``, ``np.add(p, 1, out=p)``) returns ``p`` itself.
+
+    A Parameter is not an ``np.ndarray`` subclass: ``np.asarray(p)`` is
+    ``p.value`` itself (no copy), ``torch.as_tensor(p)`` shares its memory
+    (through DLPack), and code that requires an ndarray instance
+    (``isinstance`` checks, ``out=`` buffers, the buffer protocol) takes
+    ``p.value``.  That keeps :attr:`value` rebindable: assigning
+    ``p.value = new_array`` (e.g. when loading weights) makes ``new_array``
+    the parameter, and an optimizer holding ``p`` updates it from then on.
+
+    Parameters
+    ----------
+    value : array_like
+        The parameter's values; kept as is (no copy) when it is a
+        C-contiguous ndarray.
+    name : str, default ""
+        A label, shown in the repr.
 
     Attributes
     ----------
     value : ndarray
         The parameter, updated in place by optimizers.
     grad : ndarray
-        d loss / d value, same shape and dtype; written by the owning
-        layer's ``backward``.
+        d loss / d value, same shape and dtype (zeros initially); written
+        by the owning layer's ``backward``.
+    name : str
+
+    Notes
+    -----
+    As for arrays and PyTorch parameters, ``==`` is elementwise, so
+    ``p in some_list`` and ``some_list.index(p)`` compare arrays; match
+    parameters by identity (``is``, ``id(p)``) instead.  Hashing is by
+    identity, so parameters can be dict keys and set members.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastdl.layers import Affine
+    >>> layer = Affine(3, 2, dtype=np.float64, rng=0)
+    >>> layer.W
+    Parameter(W, shape=(2, 3), dtype=float64)
+    >>> layer.W[...] = 1.0; layer.W[0, 0] = 3.0
+    >>> layer.W[0]
+    array([3., 1., 1.])
+    >>> float(np.linalg.norm(layer.W))          # sqrt(9 + 5 * 1)
+    3.7416573867739413
+    >>> type(layer.W * 2).__name__              # arithmetic gives plain arrays
+    'ndarray'
+    >>> np.shares_memory(layer.W.value, layer.W), layer.W.grad.shape
+    (True, (2, 3))
+    >>> layer.W.value[1] = 0.0                  # as an optimizer writes
+    >>> layer.W.sum()
+    np.float64(5.0)
     """
 
     __slots__ = ("value", "grad", "name")
 
     def __init__(self, value, name=""):
-        self.value = np.ascontiguousarray(value)
+        # order="C": a copy only when not C-contiguous; a 0-d value stays
+        # 0-d (np.ascontiguousarray would make it (1,)).
+        self.value = np.asarray(value, order="C")
         self.grad = np.zeros_like(self.value)
         self.name = name
 
+    # The array protocol: NumPy sees the value array.
+    def __array__(self, dtype=None, copy=None):
+        return np.array(self.value, dtype=dtype, copy=copy)
+
+    def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
+        inputs = tuple(map(_plain, inputs))
+        if out is not None:
+            kwargs["out"] = tuple(map(_plain, out))
+        result = getattr(ufunc, method)(*inputs, **kwargs)
+        if out is None:
+            return result
+        # In place: give back the objects passed as out, so ``p += 1``
+        # leaves ``p`` (and an attribute ``layer.W += 1`` sets) a Parameter.
+        plain_out = kwargs["out"]
+        if type(result) is tuple:
+            return tuple(o if r is po else r for r, po, o in zip(result, plain_out, out))
+        return out[0] if result is plain_out[0] else result
+
+    def __array_function__(self, func, types, args, kwargs):
+        result = func(*_plain_nested(args), **_plain_nested(kwargs))
+        out = kwargs.get("out")
+        if type(out) is Parameter and result is out.value:
+            return out
+        return result
+
+    # DLPack, which PyTorch reads: torch.as_tensor(p) shares p's memory.
+    def __dlpack__(self, *args, **kwargs):
+        return self.value.__dlpack__(*args, **kwargs)
+
+    def __dlpack_device__(self):
+        return self.value.__dlpack_device__()
+
+    # The array's attributes and methods.
+    @property
+    def shape(self):
+        return self.value.shape
+
+    @property
+    def dtype(self):
+        return self.value.dtype
+
+    @property
+    def ndim(self):
+        return self.value.ndim
+
+    @property
+    def size(self):
+        return self.value.size
+
+    @property
+    def T(self):
+        return self.value.T
+
+    def __getattr__(self, name):
+        # Reached only when normal lookup fails: everything else an array
+        # has (.reshape, .sum, .flags, ...).  Never the slots (unset while
+        # copy/pickle rebuild a Parameter) nor special names, which the
+        # copy and pickle protocols probe on the instance.
+        if name.startswith("__") or name in Parameter.__slots__:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return getattr(self.value, name)
+
+    def __dir__(self):
+        return sorted(set(super().__dir__()) | set(dir(self.value)))
+
+    def __getitem__(self, key):
+        return self.value[_plain(key)]
+
+    def __setitem__(self, key, item):
+        self.value[_plain(key)] = _plain(item)
+
+    def __len__(self):
+        return len(self.value)
+
+    def __iter__(self):
+        return iter(self.value)
+
+    def __contains__(self, item):
+        return _plain(item) in self.value
+
+    def __bool__(self):
+        return bool(self.value)
+
+    def __float__(self):
+        return float(self.value)
+
+    def __int__(self):
+        return int(self.value)
+
+    # The elementwise == of the operator mixin makes a class unhashable;
+    # a Parameter hashes by identity (as before, and as torch's do).
+    __hash__ = object.__hash__
+
     def __repr__(self):
         return f"Parameter({self.name or '?'}, shape={self.value.shape}, dtype={self.value.dtype})"
+
+    def __str__(self):
+        return str(self.value)
 
 
 def _buffer(cache, key, shape, dtype):
@@ -107,13 +279,33 @@ class Affine(Layer):
 
     Attributes
     ----------
-    W : Parameter, value shape (out_features, in_features)
-    b : Parameter, value shape (out_features,), or None
+    W : Parameter, shape (out_features, in_features)
+    b : Parameter, shape (out_features,), or None
+        Both act as their arrays (see :class:`Parameter`).
 
     Notes
     -----
     PyTorch's default initialisation: ``kaiming_uniform_(a=sqrt(5))``, i.e.
     ``W ~ U(-1/sqrt(D), 1/sqrt(D))``, and ``b ~ U(-1/sqrt(D), 1/sqrt(D))``.
+
+    To load weights, write them in place (``layer.W[...] = new``) or rebind
+    the array (``layer.W.value = new``): the Parameter objects, which
+    optimizers hold, stay the same.  Assigning the attribute
+    (``layer.W = new``) makes ``new`` a new :class:`Parameter` (sharing its
+    memory when it is a C-contiguous ndarray) with a zero gradient, as
+    assigning a Parameter installs that one; either way an optimizer
+    created before still holds the old one, so create optimizers after
+    replacing parameters.  The shape must stay (out_features, in_features)
+    for ``W``, (out_features,) for ``b`` (``b = None`` removes the bias).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastdl.layers import Affine
+    >>> layer = Affine(3, 2, rng=0)
+    >>> layer.W = np.ones((2, 3), np.float32)
+    >>> layer.W, layer(np.ones(3, np.float32)) - layer.b
+    (Parameter(W, shape=(2, 3), dtype=float32), array([3., 3.], dtype=float32))
     """
 
     def __init__(self, in_features, out_features, *, bias=True, dtype=np.float32, rng=None):
@@ -129,14 +321,28 @@ class Affine(Layer):
         # kaiming_uniform_(a=sqrt(5)): gain sqrt(2 / (1 + 5)), bound
         # gain * sqrt(3 / fan_in) = 1 / sqrt(fan_in); the bias uses the same bound.
         bound = 1.0 / math.sqrt(in_features)
+        self.in_features = in_features
+        self.out_features = out_features
         self.W = Parameter(gen.uniform(-bound, bound, (out_features, in_features)).astype(dtype),
                            "W")
         self.b = (Parameter(gen.uniform(-bound, bound, out_features).astype(dtype), "b")
                   if bias else None)
-        self.in_features = in_features
-        self.out_features = out_features
         self._x = None
         self._bufs = {}
+
+    def __setattr__(self, name, value):
+        # W and b are always Parameters (or b None) of the layer's shapes:
+        # an array assigned to them is wrapped (see the class notes).
+        if name == "W" or (name == "b" and value is not None):
+            if not isinstance(value, Parameter):
+                value = Parameter(value, name)
+            shape = ((self.out_features, self.in_features) if name == "W"
+                     else (self.out_features,))
+            if value.shape != shape:
+                raise ValueError(f"{name} must have shape {shape}, got {value.shape}")
+            if value.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+                raise TypeError(f"{name} has dtype {value.dtype}; use float32 or float64")
+        object.__setattr__(self, name, value)
 
     def parameters(self):
         return [self.W] if self.b is None else [self.W, self.b]
