@@ -24,11 +24,13 @@ COMPILED = tuple(b for b in fastdl.available_backends() if b != "numpy")
 # (N, C) sizes from BENCHMARKS.md: latency, medium, large batch, large vocabulary.
 ROW_SIZES = [(64, 10), (256, 1000), (4096, 1000), (1024, 32000)]
 AFFINE_SIZES = [(64, 784, 128), (256, 1024, 1024), (2048, 1024, 1024)]
+# Element counts of the pointwise ops: 64k (in cache) and 4M (16 MiB of float32).
+POINTWISE_SIZES = [1 << 16, 1 << 22]
 DTYPES = [np.float32, np.float64]
 
 # FASTDL_BENCH_SIZES=small keeps the two smallest sizes: the CI smoke run.
 if os.environ.get("FASTDL_BENCH_SIZES") == "small":
-    ROW_SIZES, AFFINE_SIZES = ROW_SIZES[:2], AFFINE_SIZES[:1]
+    ROW_SIZES, AFFINE_SIZES, POINTWISE_SIZES = ROW_SIZES[:2], AFFINE_SIZES[:1], [1 << 12]
 
 
 def pytest_report_header(config):

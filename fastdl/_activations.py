@@ -3,7 +3,7 @@
 Each function validates and converts its inputs, flattens them to
 C-contiguous 1-D arrays and calls the "elementwise" kernel family of the
 backend in force (the contract is in :mod:`fastdl.backends.numpy_elementwise`).
-The family is registered here, once, when this module is imported.
+The ops themselves are listed once, in the op table (:mod:`fastdl._ops`).
 
 Shapes: any shape (0-d included) is accepted; the result has the input's
 shape and dtype.  A 0-d input without ``out`` gives a NumPy scalar, as a
@@ -17,39 +17,15 @@ import math
 
 import numpy as np
 
-from ._backend import register_family, resolve
+from . import _ops
+from ._backend import resolve
 from ._validate import (
     c_contiguous, check_out, fast_out, float_arrays_alike, kernel_buffer, plain_alike,
 )
 
-__all__ = [
-    "sigmoid", "sigmoid_backward",
-    "log_sigmoid", "log_sigmoid_backward",
-    "softplus", "softplus_backward",
-    "tanh", "tanh_backward",
-    "relu", "relu_backward",
-    "leaky_relu", "leaky_relu_backward",
-    "elu", "elu_backward",
-    "silu", "silu_backward",
-    "swish", "swish_backward",
-]
-
-_ACTIVATIONS = ("sigmoid", "log_sigmoid", "softplus", "tanh", "relu",
-                "leaky_relu", "elu", "silu")
-_LOSSES = ("mse_loss", "l1_loss", "huber_loss", "log_cosh_loss", "kl_div",
-           "binary_cross_entropy_with_logits")
-
-#: Kernels every backend's ``<backend>_elementwise`` module defines.
-KERNELS = (
-    tuple(_ACTIVATIONS)
-    + tuple(f"{a}_backward" for a in _ACTIVATIONS)
-    + tuple(_LOSSES)
-    + tuple(f"{l}_backward" for l in _LOSSES)
-    + ("entropy",)
-)
+__all__ = [name for op in _ops.of_kind("activation") for name in _ops.public_names(op)]
 
 FAMILY = "elementwise"
-register_family(FAMILY, "elementwise", KERNELS)
 
 
 def kernels(op, backend):
@@ -79,9 +55,9 @@ def _flat(a):
 def _apply(op, named, options, out, backend):
     """Validate ``named`` (name, array) pairs, run kernel ``op`` and shape the result.
 
-    The kernel is called as ``op(*flat_inputs, *options, out_flat)``; the
-    output may alias any input exactly (elementwise kernels read element i
-    before writing it).
+    The kernel is called as ``op(*flat_inputs, options, out_flat)``
+    (``options``: a tuple of floats); the output may alias any input exactly
+    (elementwise kernels read element i before writing it).
     """
     # Fast path (see fastdl._validate): contiguous inputs of one dtype and
     # shape, ``out`` absent or separate from them.
@@ -92,7 +68,7 @@ def _apply(op, named, options, out, backend):
         buf = (np.empty(first.shape, dt) if out is None
                else fast_out(out, first.shape, dt, inputs))
         if buf is not None:
-            getattr(kernels(op, backend), op)(*[a.ravel() for a in inputs], *options,
+            getattr(kernels(op, backend), op)(*[a.ravel() for a in inputs], options,
                                                buf.ravel())
             return buf
     named, dtype, shape = float_arrays_alike(named)
@@ -103,7 +79,7 @@ def _apply(op, named, options, out, backend):
         if out.flags.c_contiguous:
             target = out.reshape(-1)
     buf = kernel_buffer(target, flats[0].shape, dtype, may_alias=flats)
-    getattr(kernels(op, backend), op)(*flats, *options, buf)
+    getattr(kernels(op, backend), op)(*flats, options, buf)
     if out is None:
         result = buf.reshape(shape)
         return result[()] if result.ndim == 0 else result
@@ -409,6 +385,45 @@ silu_backward.__doc__ = _doc(
     _BACKWARD_DOC, name="silu",
     formula="``dy * sigma(x) * (1 + x * sigma(-x))``.",
     examples="    >>> fastdl.silu_backward(np.array([1.]), np.array([0.]))\n    array([0.5])",
+)
+
+def _approximate(value):
+    return _ops.encode_option(_ops.BY_NAME["gelu"].options[0], value)
+
+
+def gelu(x, *, approximate="none", out=None, backend=None):
+    return _apply("gelu", [("x", x)], (_approximate(approximate),), out, backend)
+
+
+def gelu_backward(dy, x, *, approximate="none", out=None, backend=None):
+    return _apply("gelu_backward", [("dy", dy), ("x", x)], (_approximate(approximate),),
+                  out, backend)
+
+
+_GELU_OPTIONS = """
+    approximate : {"none", "tanh"}, default "none"
+        "none": the exact ``x * Phi(x)``; "tanh": the tanh approximation
+        (as ``torch.nn.functional.gelu``)."""
+
+gelu.__doc__ = _doc(
+    _FORWARD_DOC, summary="Gaussian error linear unit (PyTorch ``gelu``).",
+    options=_GELU_OPTIONS, option_errors=", an ``approximate`` other than \"none\"/\"tanh\"",
+    formula="``x * Phi(x) = x (1 + erf(x / sqrt(2))) / 2``; with ``approximate=\"tanh\"``\n"
+            "        ``x (1 + tanh(sqrt(2/pi) (x + 0.044715 x**3))) / 2``.",
+    notes="Phi is the standard normal CDF (Hendrycks and Gimpel, \"Gaussian Error\n"
+          "    Linear Units\", 2016, arXiv:1606.08415, give both forms).  Both are\n"
+          "    overflow-free: ``x**3`` overflowing to inf only saturates tanh, so\n"
+          "    ``gelu(1e300) == 1e300`` and ``gelu(-1e300) == -0.``.",
+    examples="    >>> fastdl.gelu(np.array([-1000., 0., 1000.]))\n    array([  -0.,    0., 1000.])\n"
+             "    >>> round(float(fastdl.gelu(np.array(1.0), approximate='tanh')), 6)\n"
+             "    0.841192",
+)
+gelu_backward.__doc__ = _doc(
+    _BACKWARD_DOC, name="gelu", options=_GELU_OPTIONS,
+    option_errors=", an ``approximate`` other than \"none\"/\"tanh\"",
+    formula="``dy * (Phi(x) + x * phi(x))`` (phi the normal density); the\n"
+            "        derivative of the tanh form with ``approximate=\"tanh\"``.",
+    examples="    >>> fastdl.gelu_backward(np.array([1.]), np.array([0.]))\n    array([0.5])",
 )
 
 #: The course notes' name for SiLU.

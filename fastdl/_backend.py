@@ -15,14 +15,16 @@ import os
 import threading
 
 from . import _config
-from .backends import BACKEND_NAMES, KERNEL_NAMES
+from ._ops import FAMILY_MODULES, family_kernels
+from .backends import BACKEND_NAMES
 
 _CHOICES = BACKEND_NAMES + ("auto",)
 
-#: Kernel families: each backend implements a family in one module,
-#: ``fastdl.backends.<backend>_<suffix>``, defining the family's kernels.
-#: A backend is available when its "core" module loads.
-FAMILIES = {"core": ("backend", KERNEL_NAMES)}
+#: Kernel families, from the op table: each backend implements a family in
+#: one module, ``fastdl.backends.<backend>_<suffix>``, defining the kernels
+#: of every op of that family.  A backend is available when its "core"
+#: module loads.
+FAMILIES = {family: (suffix, family_kernels(family)) for family, suffix in FAMILY_MODULES.items()}
 
 _loaded: dict = {}
 _unavailable: dict = {}
@@ -48,11 +50,6 @@ def _check_name(name):
             f"unknown backend {name!r}; choose one of {_CHOICES} "
             f"({_describe_available()})"
         )
-
-
-def register_family(family, suffix, kernel_names):
-    """Declare a kernel family implemented by ``fastdl.backends.<name>_<suffix>``."""
-    FAMILIES[family] = (suffix, tuple(kernel_names))
 
 
 def _load(name, family="core"):

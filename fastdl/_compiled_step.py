@@ -104,7 +104,7 @@ _pointer = _cblas_gemm = _view1 = _view2 = None
 _gemm_nt = _gemm_tn = _gemm_nn = _forward = _backward = _update = None
 _k_relu = _k_relu_backward = _k_leaky_relu = _k_leaky_relu_backward = None
 _k_tanh = _k_tanh_backward = _k_sigmoid = _k_sigmoid_backward = None
-_k_mse = _k_mse_backward = _k_cross_entropy = _k_sgd = _k_adam = None
+_k_mse_with_grad = _k_cross_entropy = _k_sgd = _k_adam = None
 
 def _view1_body(address, size, like):
     """A 1-D view of ``size`` elements of ``like``'s dtype at ``address``."""
@@ -173,13 +173,13 @@ def _forward_body(x, ops, slopes, params, bufs):
             src1 = src.reshape(n * d)
             out1 = out.reshape(n * h)
             if kind == _RELU:
-                _k_relu(src1, out1)
+                _k_relu(src1, 0.0, 0.0, out1)
             elif kind == _LEAKY_RELU:
-                _k_leaky_relu(src1, slopes[k], out1)
+                _k_leaky_relu(src1, slopes[k], 0.0, out1)
             elif kind == _TANH:
-                _k_tanh(src1, out1)
+                _k_tanh(src1, 0.0, 0.0, out1)
             else:
-                _k_sigmoid(src1, out1)
+                _k_sigmoid(src1, 0.0, 0.0, out1)
 
 
 def _backward_body(x, ops, slopes, params, bufs, first_affine, col_acc):
@@ -222,13 +222,13 @@ def _backward_body(x, ops, slopes, params, bufs, first_affine, col_acc):
             src1 = src.reshape(n * d)
             dsrc1 = _view1(bufs[k - 1, _DOUT], n * d, x)
             if kind == _RELU:
-                _k_relu_backward(dout1, src1, dsrc1)
+                _k_relu_backward(dout1, src1, 0.0, 0.0, dsrc1)
             elif kind == _LEAKY_RELU:
-                _k_leaky_relu_backward(dout1, src1, slopes[k], dsrc1)
+                _k_leaky_relu_backward(dout1, src1, slopes[k], 0.0, dsrc1)
             elif kind == _TANH:
-                _k_tanh_backward(dout1, src1, dsrc1)
+                _k_tanh_backward(dout1, src1, 0.0, 0.0, dsrc1)
             else:
-                _k_sigmoid_backward(dout1, src1, dsrc1)
+                _k_sigmoid_backward(dout1, src1, 0.0, 0.0, dsrc1)
 
 
 def _update_body(x, params, opt_kind, has_state, nesterov, first, t, hyper, scalars):
@@ -331,10 +331,9 @@ def _mse_step_body(x, y, ops, slopes, params, bufs, first_affine, col_acc,
     out = _view1(bufs[last, _OUT], n * c, x)
     dout = _view1(bufs[last, _DOUT], n * c, x)
     target = y.reshape(n * c)
-    total = _k_mse(out, target, None)
     denom = np.float64(n * c)
     scale = 1.0 if sum_reduction else 1.0 / denom
-    _k_mse_backward(None, out, target, scale, dout)
+    total = _k_mse_with_grad(out, target, None, None, 0.0, scale, None, dout)
     loss = total if sum_reduction else total / denom
     _backward(x, ops, slopes, params, bufs, first_affine, col_acc)
     _update(x, params, opt_kind, has_state, nesterov, first, t, hyper, scalars)
@@ -514,7 +513,7 @@ def _kernels():
             _k_leaky_relu_backward=ne._K["leaky_relu_backward"][0],
             _k_tanh=ne._K["tanh"][0], _k_tanh_backward=ne._K["tanh_backward"][0],
             _k_sigmoid=ne._K["sigmoid"][0], _k_sigmoid_backward=ne._K["sigmoid_backward"][0],
-            _k_mse=ne._K["mse_loss"][0], _k_mse_backward=ne._K["mse_loss_backward"][0],
+            _k_mse_with_grad=ne._K["mse_loss_with_grad"][0],
             _k_cross_entropy=nk.cross_entropy_index[0],
             _k_sgd=no._SGD[0], _k_adam=no._ADAM[0],
         )

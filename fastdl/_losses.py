@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-from . import _activations
+from . import _ops
 from ._activations import _finite_float, _flat, kernels
 from ._validate import (
     check_out,
@@ -36,18 +36,8 @@ from ._validate import (
     same_dtype,
 )
 
-__all__ = [
-    "binary_cross_entropy_with_logits", "binary_cross_entropy_with_logits_backward",
-    "binary_cross_entropy_with_logits_with_grad",
-    "mse_loss", "mse_loss_backward", "mse_loss_with_grad",
-    "l1_loss", "l1_loss_backward", "l1_loss_with_grad",
-    "huber_loss", "huber_loss_backward", "huber_loss_with_grad",
-    "log_cosh_loss", "log_cosh_loss_backward", "log_cosh_loss_with_grad",
-    "kl_div", "kl_div_backward", "kl_div_with_grad",
-    "entropy",
-]
-
-assert _activations.FAMILY == "elementwise"  # the family is registered there
+__all__ = [name for op in _ops.OPS if op.kind in ("pointwise_loss", "entropy")
+           for name in _ops.public_names(op)]
 
 
 # ---------------------------------------------------------------------------
@@ -57,18 +47,22 @@ assert _activations.FAMILY == "elementwise"  # the family is registered there
 class _Args:
     """Validated loss arguments, flattened for the kernels."""
 
-    __slots__ = ("op", "shape", "dtype", "input", "target", "extra", "options",
+    __slots__ = ("op", "shape", "dtype", "input", "target", "weight", "aux", "options",
                  "reduction", "n", "denom")
 
 
-def _loss_args(op, input, target, reduction, *, extra=(), options=(),
-               allowed=("none", "mean", "sum")):
-    """Check ``input``/``target`` (and broadcastable ``extra`` arrays)."""
+def _loss_args(op, input, target, reduction, *, extra=(), options=()):
+    """Check ``input``/``target`` (and the broadcastable ``extra`` arrays).
+
+    ``extra`` holds (name, array or None) pairs in the order of the op's
+    ``extras`` in the op table: the kernels' ``weight``, then ``aux``.
+    """
     a = _Args()
     a.op = op
     ((_, x), (_, t)), a.dtype, a.shape = float_arrays_alike(
         [("input", input), ("target", target)])
-    a.reduction = check_reduction(reduction, allowed)
+    a.reduction = check_reduction(
+        reduction, ("none", "mean", "sum") + _ops.BY_NAME[op].more_reductions)
     a.input = _flat(x)
     a.target = _flat(t)
     a.n = a.input.shape[0]
@@ -88,7 +82,7 @@ def _loss_args(op, input, target, reduction, *, extra=(), options=(),
                 f"{name} has shape {e.shape}, which does not broadcast to the input's shape {x.shape}"
             )
         flats.append(_flat(np.broadcast_to(e, x.shape)))
-    a.extra = tuple(flats)
+    a.weight, a.aux = (flats + [None, None])[:2]
     a.options = tuple(options)
     if a.reduction == "batchmean":
         a.denom = float(x.shape[0]) if x.ndim else 1.0
@@ -97,19 +91,27 @@ def _loss_args(op, input, target, reduction, *, extra=(), options=(),
     return a
 
 
+def _shaped(a, flat):
+    result = flat.reshape(a.shape)
+    return result[()] if result.ndim == 0 else result
+
+
+def _reduce(a, total):
+    """The reduced loss from the float64 sum of the per-element losses."""
+    if a.reduction == "sum":
+        return a.dtype.type(total)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return a.dtype.type(np.float64(total) / np.float64(a.denom))
+
+
 def _forward(a, backend):
     """The loss, reduced as asked."""
     kernel = getattr(kernels(a.op, backend), a.op)
     if a.reduction == "none":
         out = np.empty(a.n, a.dtype)
-        kernel(a.input, a.target, *a.extra, *a.options, out)
-        out = out.reshape(a.shape)
-        return out[()] if out.ndim == 0 else out
-    total = kernel(a.input, a.target, *a.extra, *a.options, None)
-    if a.reduction == "sum":
-        return a.dtype.type(total)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return a.dtype.type(np.float64(total) / np.float64(a.denom))
+        kernel(a.input, a.target, a.weight, a.aux, a.options, out)
+        return _shaped(a, out)
+    return _reduce(a, kernel(a.input, a.target, a.weight, a.aux, a.options, None))
 
 
 def _grad_output(a, grad_output):
@@ -143,33 +145,44 @@ def _grad_output(a, grad_output):
     return None, scale
 
 
-def _backward(a, grad_output, out, backend):
-    dy, scale = _grad_output(a, grad_output)
+def _grad_buffer(a, out, dy=None):
+    """(buffer the kernel writes the gradient into, ``out``'s flat view or None)."""
     target = None
     if out is not None:
         check_out(out, a.shape, a.dtype)
         if out.flags.c_contiguous:
             target = out.reshape(-1)
-    inputs = [a.input, a.target] + [e for e in a.extra if e is not None]
-    if dy is not None:
-        inputs.append(dy)
-    buf = kernel_buffer(target, (a.n,), a.dtype, may_alias=inputs)
-    op = a.op + "_backward"
-    getattr(kernels(op, backend), op)(dy, a.input, a.target, *a.extra, *a.options, scale, buf)
+    inputs = [e for e in (a.input, a.target, a.weight, a.aux, dy) if e is not None]
+    return kernel_buffer(target, (a.n,), a.dtype, may_alias=inputs), target
+
+
+def _finish_grad(a, out, buf, target):
     if out is None:
-        result = buf.reshape(a.shape)
-        return result[()] if result.ndim == 0 else result
+        return _shaped(a, buf)
     if buf is not target:
         out[...] = buf.reshape(a.shape)
     return out
 
 
+def _backward(a, grad_output, out, backend):
+    dy, scale = _grad_output(a, grad_output)
+    buf, target = _grad_buffer(a, out, dy)
+    op = a.op + "_backward"
+    getattr(kernels(op, backend), op)(dy, a.input, a.target, a.weight, a.aux, a.options,
+                                      scale, buf)
+    return _finish_grad(a, out, buf, target)
+
+
 def _with_grad(a, out, backend):
-    # The gradient is computed first, from the inputs, and only then may
-    # ``out`` (possibly the input itself) be overwritten; so the loss runs
-    # first when out aliases the input.
-    loss = _forward(a, backend)
-    return loss, _backward(a, 1.0, out, backend)
+    """(loss, gradient for grad_output = 1) from one fused kernel pass."""
+    _, scale = _grad_output(a, 1.0)
+    buf, target = _grad_buffer(a, out)
+    loss_out = np.empty(a.n, a.dtype) if a.reduction == "none" else None
+    op = a.op + "_with_grad"
+    total = getattr(kernels(op, backend), op)(a.input, a.target, a.weight, a.aux, a.options,
+                                              scale, loss_out, buf)
+    loss = _shaped(a, loss_out) if loss_out is not None else _reduce(a, total)
+    return loss, _finish_grad(a, out, buf, target)
 
 
 # ---------------------------------------------------------------------------
@@ -416,15 +429,14 @@ log_cosh_loss_backward.__doc__ = _backward_doc(
 log_cosh_loss_with_grad.__doc__ = _with_grad_doc("log_cosh_loss")
 
 
-_KL_ALLOWED = ("none", "mean", "sum", "batchmean")
 _KL_PARAMS = """
     log_target : bool, default False
         Whether ``target`` holds log-probabilities."""
 
 
 def _kl_args(input, target, reduction, log_target):
-    return _loss_args("kl_div", input, target, reduction, options=(bool(log_target),),
-                      allowed=_KL_ALLOWED)
+    return _loss_args("kl_div", input, target, reduction,
+                      options=(1.0 if log_target else 0.0,))
 
 
 def kl_div(input, target, *, reduction="mean", log_target=False, backend=None):

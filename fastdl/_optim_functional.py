@@ -11,14 +11,12 @@ import operator
 
 import numpy as np
 
-from ._backend import register_family, resolve
+from ._backend import resolve
 from ._validate import float_arrays_alike, plain_alike
 
 __all__ = ["sgd_step", "adam_step"]
 
 FAMILY = "optim"
-KERNELS = ("sgd_step", "adam_step")
-register_family(FAMILY, "optim", KERNELS)
 
 
 def _hyper(value, name, *, upper=None):

@@ -24,7 +24,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from . import _backend, _config
+from . import _backend, _config, _ops
 
 #: Columns of the warm-up inputs; rows are chosen per size (see _shapes).
 _COLS = 8
@@ -115,6 +115,10 @@ def _loss(target_attr: str, input_attr: str = "x") -> tuple[_Recipe, _Recipe, _R
     return forward, backward, with_grad
 
 
+#: (input, target) attributes of _Inputs for each kind of loss sample (see _ops.Op.sample).
+_LOSS_INPUTS = {"real": ("x", "dy"), "binary": ("x", "t01"), "logprob": ("logp", "p")}
+
+
 def _recipes() -> dict[str, _Recipe]:
     r: dict[str, _Recipe] = {
         "affine_forward": lambda f, v, kw: f(v.x, v.W, v.b, **kw),
@@ -135,20 +139,13 @@ def _recipes() -> dict[str, _Recipe]:
         "adam_step": lambda f, v, kw: f(v.x.copy(), v.dy, v.m.copy(), v.v.copy(),
                                         step=1, **kw),
     }
-    for act in ("sigmoid", "log_sigmoid", "softplus", "tanh", "relu", "leaky_relu",
-                "elu", "silu", "swish"):
-        r[act] = _unary
-        r[f"{act}_backward"] = _unary_backward
-    for loss, target, inp in (
-        ("binary_cross_entropy_with_logits", "t01", "x"),
-        ("mse_loss", "dy", "x"),
-        ("l1_loss", "dy", "x"),
-        ("huber_loss", "dy", "x"),
-        ("log_cosh_loss", "dy", "x"),
-        ("kl_div", "p", "logp"),
-    ):
+    for op in _ops.of_kind("activation"):
+        for name in _ops.public_names(op):
+            r[name] = _unary_backward if name.endswith("_backward") else _unary
+    for op in _ops.of_kind("pointwise_loss"):
+        inp, target = _LOSS_INPUTS[op.sample]
         fwd, bwd, both = _loss(target, inp)
-        r[loss], r[f"{loss}_backward"], r[f"{loss}_with_grad"] = fwd, bwd, both
+        r[op.name], r[f"{op.name}_backward"], r[f"{op.name}_with_grad"] = fwd, bwd, both
     return r
 
 

@@ -51,7 +51,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import fastdl
-from fastdl import _config
+from fastdl import _config, _ops
 
 _THRESHOLD = _config.PARALLEL_MIN_ELEMENTS
 
@@ -383,8 +383,13 @@ def cross_entropy_args(draw, variant):
     return pos, kw
 
 
-ACT_OPTIONS = {"softplus": ("beta", "threshold"), "leaky_relu": ("negative_slope",),
-               "elu": ("alpha",)}
+def option_values(option):
+    """Values to try for an op's keyword option: mostly valid, sometimes anything."""
+    if option.codes:
+        return st.sampled_from(list(option.codes) + ["x", None, 1.0, np.array(["tanh"])])
+    if isinstance(option.default, bool):
+        return st.sampled_from([True, False, 0, 1, "x", None, np.array([True, False])])
+    return real_option
 
 
 @st.composite
@@ -395,9 +400,9 @@ def activation_args(draw, name, backward):
     if backward:
         pos.insert(0, ("dy", draw(arrays(shape, dt))))
     kw = {"out": draw(outs(shape, dt, tuple(n for n, _ in pos)))}
-    for opt in ACT_OPTIONS.get(name, ()):
+    for opt in _ops.BY_NAME[name].options:
         if draw(st.booleans()):
-            kw[opt] = draw(real_option)
+            kw[opt.name] = draw(option_values(opt))
     return pos, kw
 
 
@@ -417,16 +422,14 @@ def loss_args(draw, name, variant):
         else:
             g = draw(st.sampled_from([1.0, np.float32(2), np.float64(0.5), np.array(2.0), 3]))
         pos.insert(0, ("grad_output", g))
-    if name == "huber_loss" and draw(st.booleans()):
-        kw["delta"] = draw(real_option)
-    if name == "kl_div" and draw(st.booleans()):
-        kw["log_target"] = draw(st.sampled_from([True, False, 0, 1, "x", None,
-                                                 np.array([True, False])]))
-    if name == "binary_cross_entropy_with_logits":
-        for opt in ("weight", "pos_weight"):
-            if draw(st.booleans()):
-                sub = shape[draw(st.integers(0, len(shape))):]
-                kw[opt] = draw(arrays(sub, dt))
+    op = _ops.BY_NAME[name]
+    for opt in op.options:
+        if draw(st.booleans()):
+            kw[opt.name] = draw(option_values(opt))
+    for extra in op.extras:
+        if draw(st.booleans()):
+            sub = shape[draw(st.integers(0, len(shape))):]
+            kw[extra] = draw(arrays(sub, dt))
     if variant in ("backward", "with_grad"):
         names = tuple(n for n, _ in pos if n != "grad_output")
         kw["out"] = draw(outs(shape, dt, names))
@@ -504,12 +507,11 @@ def _function_table():
         "sgd_step": sgd_step_args(),
         "adam_step": adam_step_args(),
     }
-    for name in ("sigmoid", "log_sigmoid", "softplus", "tanh", "relu", "leaky_relu", "elu",
-                 "silu"):
-        table[name] = activation_args(name, False)
-        table[name + "_backward"] = activation_args(name, True)
-    for name in ("mse_loss", "l1_loss", "huber_loss", "log_cosh_loss", "kl_div",
-                 "binary_cross_entropy_with_logits"):
+    for op in _ops.of_kind("activation"):
+        table[op.name] = activation_args(op.name, False)
+        table[op.name + "_backward"] = activation_args(op.name, True)
+    for op in _ops.of_kind("pointwise_loss"):
+        name = op.name
         table[name] = loss_args(name, "forward")
         table[name + "_backward"] = loss_args(name, "backward")
         table[name + "_with_grad"] = loss_args(name, "with_grad")

@@ -8,15 +8,12 @@ import numpy as np
 import pytest
 
 from conftest import assert_close
-from fastdl import _activations as A
+from fastdl import _activations as A, _ops
 from fastdl._gradcheck import gradcheck
 
-OPTIONS = {
-    "sigmoid": {}, "log_sigmoid": {}, "tanh": {}, "relu": {}, "silu": {},
-    "softplus": {"beta": 1.5, "threshold": 10.0},
-    "leaky_relu": {"negative_slope": 0.2},
-    "elu": {"alpha": 0.7},
-}
+#: Every activation of the op table, with its sample (non-default) options;
+#: test_default_options covers the defaults.
+OPTIONS = {op.name: _ops.sample_options(op) for op in _ops.of_kind("activation")}
 NAMES = list(OPTIONS)
 SHAPES = [(0,), (1,), (7, 13), (3, 4, 5), (40000,)]  # 40000 > the parallel threshold
 
@@ -39,6 +36,15 @@ def test_backends_match_reference(name, shape, backend, dtype, rng):
     dx = b(dy, x, backend=backend, **OPTIONS[name])
     assert dx.dtype == dtype and dx.shape == x.shape
     assert_close(dx, b(dy, x, backend="numpy", **OPTIONS[name]), dtype)
+
+
+@pytest.mark.parametrize("name", [name for name, opts in OPTIONS.items() if opts])
+def test_default_options_match_reference(name, backend, dtype, rng):
+    x = _x(rng, (40000,), dtype)
+    dy = rng.normal(size=x.shape).astype(dtype)
+    f, b = getattr(A, name), getattr(A, name + "_backward")
+    assert_close(f(x, backend=backend), f(x, backend="numpy"), dtype)
+    assert_close(b(dy, x, backend=backend), b(dy, x, backend="numpy"), dtype)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -185,19 +191,18 @@ def test_gradcheck_catches_a_wrong_backward(rng):
 
 # ------------------------------------------------------------ PyTorch parity
 
-TORCH = {
-    "sigmoid": ("sigmoid", {}), "log_sigmoid": ("logsigmoid", {}), "tanh": ("tanh", {}),
-    "relu": ("relu", {}), "silu": ("silu", {}),
-    "softplus": ("softplus", {"beta": 1.5, "threshold": 10.0}),
-    "leaky_relu": ("leaky_relu", {"negative_slope": 0.2}),
-    "elu": ("elu", {"alpha": 0.7}),
-}
+#: torch.nn.functional's name where it differs from fastdl's.
+TORCH_NAMES = {"log_sigmoid": "logsigmoid"}
+#: (name, options) pairs: each activation with its sample options, and with
+#: its defaults where it has options.
+CASES = [(name, opts) for name, opts in OPTIONS.items()] + [
+    (name, {}) for name, opts in OPTIONS.items() if opts]
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_torch_parity(name, backend, dtype, rng):
+@pytest.mark.parametrize("name, opts", CASES)
+def test_torch_parity(name, opts, backend, dtype, rng):
     torch = pytest.importorskip("torch")
-    tname, opts = TORCH[name]
+    tname = TORCH_NAMES.get(name, name)
     x = _x(rng, (9, 11), dtype)
     x.flat[:4] = [-1000, 1000, -30, 30]
     dy = rng.normal(size=x.shape).astype(dtype)

@@ -81,7 +81,7 @@ import math  # noqa: E402
 import numpy as np  # noqa: E402
 
 from conftest import BACKENDS, COMPILED  # noqa: E402
-from fastdl import _config  # noqa: E402
+from fastdl import _config, _ops  # noqa: E402
 
 
 def _special_grid(dtype):
@@ -92,30 +92,48 @@ def _special_grid(dtype):
     return X.astype(dtype), T.astype(dtype)
 
 
+def _joined(loss_and_grad):
+    """A ``_with_grad`` result as one flat array: the loss, then the gradient."""
+    return np.concatenate([np.ravel(a) for a in loss_and_grad])
+
+
 def _special_calls():
     calls = {}
-    for name in ("sigmoid", "log_sigmoid", "softplus", "tanh", "relu", "leaky_relu", "elu",
-                 "silu"):
+    for op in _ops.of_kind("activation"):
+        f, b = getattr(fastdl, op.name), getattr(fastdl, op.name + "_backward")
+        for label, kw in (("", {}), ("/options", _ops.sample_options(op))):
+            if label and not kw:
+                continue
+            calls[op.name + label] = lambda X, T, be, f=f, kw=kw: f(X, backend=be, **kw)
+            calls[op.name + "_backward" + label] = \
+                lambda X, T, be, b=b, kw=kw: b(T, X, backend=be, **kw)
+    for op in _ops.of_kind("pointwise_loss"):
+        name = op.name
         f, b = getattr(fastdl, name), getattr(fastdl, name + "_backward")
-        calls[name] = lambda X, T, be, f=f: f(X, backend=be)
-        calls[name + "_backward"] = lambda X, T, be, b=b: b(T, X, backend=be)
-    for name in ("mse_loss", "l1_loss", "huber_loss", "log_cosh_loss", "kl_div",
-                 "binary_cross_entropy_with_logits"):
-        f, b = getattr(fastdl, name), getattr(fastdl, name + "_backward")
+        w = getattr(fastdl, name + "_with_grad")
         calls[name] = lambda X, T, be, f=f: f(X, T, reduction="none", backend=be)
         calls[name + "/sum"] = lambda X, T, be, f=f: f(X, T, reduction="sum", backend=be)
         calls[name + "_backward"] = lambda X, T, be, b=b: b(T, X, T, reduction="none",
                                                             backend=be)
-    calls["kl_div/log_target"] = lambda X, T, be: fastdl.kl_div(
-        X, T, reduction="none", log_target=True, backend=be)
-    calls["kl_div_backward/log_target"] = lambda X, T, be: fastdl.kl_div_backward(
-        1.0, X, T, reduction="sum", log_target=True, backend=be)
-    calls["bce/weights"] = lambda X, T, be: fastdl.binary_cross_entropy_with_logits(
-        X, np.abs(T) % 1, weight=T, pos_weight=np.abs(T[0]), reduction="none", backend=be)
-    calls["bce_backward/weights"] = lambda X, T, be: \
-        fastdl.binary_cross_entropy_with_logits_backward(
-            1.0, X, np.abs(T) % 1, weight=T, pos_weight=np.abs(T[0]), reduction="sum",
-            backend=be)
+        calls[name + "_with_grad"] = lambda X, T, be, w=w: _joined(w(X, T, reduction="none",
+                                                                     backend=be))
+        if op.options or op.extras:
+            def opts(T, op=op):
+                kw = _ops.sample_options(op)
+                kw.pop("reduction", None)
+                for extra, value in zip(op.extras, (T, np.abs(T[0]))):
+                    kw[extra] = value
+                return kw
+
+            def tgt(T, op=op):
+                return np.abs(T) % 1 if op.sample == "binary" else T
+
+            calls[name + "/options"] = lambda X, T, be, f=f, opts=opts, tgt=tgt: f(
+                X, tgt(T), reduction="none", backend=be, **opts(T))
+            calls[name + "_backward/options"] = lambda X, T, be, b=b, opts=opts, tgt=tgt: b(
+                1.0, X, tgt(T), reduction="sum", backend=be, **opts(T))
+            calls[name + "_with_grad/options"] = lambda X, T, be, w=w, opts=opts, tgt=tgt: \
+                _joined(w(X, tgt(T), reduction="mean", backend=be, **opts(T)))
     calls["entropy"] = lambda X, T, be: fastdl.entropy(X, backend=be)
     calls["logsumexp"] = lambda X, T, be: fastdl.logsumexp(X, backend=be)
     calls["logsumexp/axis0"] = lambda X, T, be: fastdl.logsumexp(X, axis=0, backend=be)

@@ -7,38 +7,48 @@ import numpy as np
 import pytest
 
 from conftest import assert_close
-from fastdl import _losses as L
+from fastdl import _losses as L, _ops
 from fastdl._gradcheck import gradcheck
 
-LOSSES = {
-    "mse_loss": {}, "l1_loss": {}, "huber_loss": {"delta": 0.8}, "log_cosh_loss": {},
-    "kl_div": {}, "kl_div_logt": {"log_target": True},
-    "bce": {}, "bce_weighted": {"weight": "w", "pos_weight": "pw"},
-}
-FN = {"kl_div_logt": "kl_div", "bce": "binary_cross_entropy_with_logits",
-      "bce_weighted": "binary_cross_entropy_with_logits"}
+def _loss_cases():
+    """Test cases from the op table: each loss with its defaults and, where it
+    has options or extra arrays, with the sample options and the extras."""
+    cases = {}
+    for op in _ops.of_kind("pointwise_loss"):
+        cases[op.name] = (op.name, {})
+        if op.options or op.extras:
+            opts = _ops.sample_options(op)
+            opts.update({extra: extra for extra in op.extras})  # arrays made per case
+            cases[op.name + "/options"] = (op.name, opts)
+    return cases
+
+
+LOSSES = _loss_cases()
 REDUCTIONS = ["mean", "sum", "none"]
 
 
 def _case(key, shape, dtype, rng):
+    name, opts = LOSSES[key]
+    op = _ops.BY_NAME[name]
+    opts = dict(opts)
     x = rng.normal(scale=2.0, size=shape).astype(dtype)
-    opts = dict(LOSSES[key])
-    if key.startswith("kl"):
+    if op.sample == "logprob":
         x = np.log(rng.uniform(0.05, 1.0, shape)).astype(dtype)
         t = rng.uniform(0.0, 1.0, shape).astype(dtype)
         if t.size:
             t.flat[0] = 0.0  # PyTorch's 0 * log 0 = 0
         if opts.get("log_target"):
             t = np.log(t + 0.1).astype(dtype)
-    elif key.startswith("bce"):
+    elif op.sample == "binary":
         t = rng.uniform(0, 1, shape).astype(dtype)
-        if opts:
-            opts = {"weight": rng.uniform(0.5, 2, shape[-1:]).astype(dtype),
-                    "pos_weight": rng.uniform(0.5, 3, shape[-1:]).astype(dtype)}
     else:
         t = rng.normal(size=shape).astype(dtype)
         t += np.where(np.abs(x - t) < 1e-3, 0.1, 0).astype(dtype)  # off the kinks
-    return getattr(L, FN.get(key, key)), getattr(L, FN.get(key, key) + "_backward"), x, t, opts
+    for i, extra in enumerate(op.extras):
+        if extra in opts:  # broadcast along the last axis, as a class weight would
+            low, high = (0.5, 2.0) if i == 0 else (0.5, 3.0)
+            opts[extra] = rng.uniform(low, high, shape[-1:]).astype(dtype)
+    return getattr(L, name), getattr(L, name + "_backward"), x, t, opts
 
 
 @pytest.mark.parametrize("shape", [(0,), (1,), (7, 13), (40000,)])
@@ -59,7 +69,7 @@ def test_backends_match_reference(key, reduction, shape, backend, dtype, rng):
 @pytest.mark.parametrize("key", list(LOSSES))
 def test_with_grad_and_out(key, backend, dtype, rng):
     f, b, x, t, opts = _case(key, (5, 6), dtype, rng)
-    withg = getattr(L, FN.get(key, key) + "_with_grad")
+    withg = getattr(L, LOSSES[key][0] + "_with_grad")
     loss, dx = withg(x, t, backend=backend, **opts)
     assert_close(loss, f(x, t, backend="numpy", **opts), dtype, scale=10)
     assert_close(dx, b(1.0, x, t, backend="numpy", **opts), dtype)
@@ -70,6 +80,19 @@ def test_with_grad_and_out(key, backend, dtype, rng):
     # Fortran / strided inputs
     xf, tf = np.asfortranarray(x), t[:, ::1].copy(order="F")
     assert_close(f(xf, tf, backend=backend, **opts), loss, dtype, scale=10)
+
+
+@pytest.mark.parametrize("shape", [(7, 13), (40000,)])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("key", list(LOSSES))
+def test_with_grad_is_forward_and_backward_bit_for_bit(key, reduction, shape, backend, dtype,
+                                                       rng):
+    f, b, x, t, opts = _case(key, shape, dtype, rng)
+    withg = getattr(L, LOSSES[key][0] + "_with_grad")
+    loss, dx = withg(x, t, reduction=reduction, backend=backend, **opts)
+    np.testing.assert_array_equal(loss, f(x, t, reduction=reduction, backend=backend, **opts))
+    np.testing.assert_array_equal(dx, b(1.0, x, t, reduction=reduction, backend=backend,
+                                        **opts))
 
 
 # ----------------------------------------------------- reference values
@@ -167,27 +190,27 @@ def test_gradcheck(key, reduction, backend, rng):
 
 # ----------------------------------------------------- PyTorch parity
 
+#: Losses PyTorch lacks, as their per-element values in torch.
+TORCH_MISSING = {"log_cosh_loss": lambda torch, x, t: torch.log(torch.cosh(x - t))}
+
+
 @pytest.mark.filterwarnings("ignore:reduction. 'mean' divides:UserWarning")
 @pytest.mark.parametrize("key, reduction", [(k, r) for k in LOSSES for r in REDUCTIONS]
-                         + [("kl_div", "batchmean"), ("kl_div_logt", "batchmean")])
+                         + [(k, r) for k in LOSSES
+                            for r in _ops.BY_NAME[LOSSES[k][0]].more_reductions])
 def test_torch_parity(key, reduction, backend, dtype, rng):
     torch = pytest.importorskip("torch")
     F = torch.nn.functional
     f, b, x, t, opts = _case(key, (6, 5), dtype, rng)
     tx = torch.tensor(x, requires_grad=True)
     tt = torch.tensor(t)
-    topts = {k: torch.tensor(v) for k, v in opts.items() if isinstance(v, np.ndarray)}
-    if key == "log_cosh_loss":
-        per = torch.log(torch.cosh(tx - tt))
+    topts = {k: torch.tensor(v) if isinstance(v, np.ndarray) else v for k, v in opts.items()}
+    name = LOSSES[key][0]
+    if name in TORCH_MISSING:
+        per = TORCH_MISSING[name](torch, tx, tt)
         tl = {"mean": per.mean(), "sum": per.sum(), "none": per}[reduction]
-    elif key.startswith("kl"):
-        tl = F.kl_div(tx, tt, reduction=reduction, log_target=bool(opts.get("log_target")))
-    elif key.startswith("bce"):
-        tl = F.binary_cross_entropy_with_logits(tx, tt, reduction=reduction, **topts)
-    elif key == "huber_loss":
-        tl = F.huber_loss(tx, tt, reduction=reduction, delta=opts["delta"])
     else:
-        tl = getattr(F, key)(tx, tt, reduction=reduction)
+        tl = getattr(F, name)(tx, tt, reduction=reduction, **topts)
     g = rng.normal(size=x.shape).astype(dtype) if reduction == "none" else dtype.type(0.5)
     tl.backward(torch.tensor(g))
     assert_close(f(x, t, reduction=reduction, backend=backend, **opts), tl.detach().numpy(),

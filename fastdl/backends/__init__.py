@@ -43,18 +43,10 @@ Reductions, ``grad_output`` and denominators are the caller's job: the
 kernels see per-row quantities only, so every backend shares one reduction.
 """
 
+from .._ops import family_kernels
+
 #: Names of the backends fastdl knows, fastest-first by default.
 BACKEND_NAMES = ("cython", "numba", "numpy")
 
-#: Names of the kernels every backend module must define.
-KERNEL_NAMES = (
-    "affine_forward",
-    "affine_backward",
-    "logsumexp",
-    "softmax",
-    "log_softmax",
-    "softmax_backward",
-    "log_softmax_backward",
-    "cross_entropy_index",
-    "cross_entropy_prob",
-)
+#: Names of the kernels every backend's core module must define (from the op table).
+KERNEL_NAMES = family_kernels("core")
