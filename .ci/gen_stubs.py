@@ -7,9 +7,13 @@ types to NumPy typing (fused ``floating`` -> one TypeVar, so all float arrays
 of a call share a dtype); a ``def`` whose body returns a value at top level
 is typed ``-> float`` (the loss sums), others ``-> None``, unless RETURNS
 names its type.
+
+A ``kernels/<stem>.pyx`` expanded from a template (``<stem>.pyx.tp``, see
+setup.py) is read as generated: build first so that it exists and is current.
 """
 import pathlib
 import re
+import sys
 TYPES = {
     "const floating[:, ::1]": "NDArray[_F]", "floating[:, ::1]": "NDArray[_F]",
     "const floating[::1]": "NDArray[_F]", "floating[::1]": "NDArray[_F]",
@@ -23,8 +27,14 @@ RETURNS = {
         "tuple[np.float32 | np.float64, NDArray[np.float32] | NDArray[np.float64] | None] | None",
     "exact_sum": "float | None",
 }
+for tp in sorted(pathlib.Path("kernels").glob("*.pyx.tp")):
+    if not tp.with_suffix("").exists():
+        sys.exit(f"{tp.with_suffix('')} is generated from {tp.name} by setup.py: "
+                 "build first (python setup.py build_ext --inplace)")
 for pyx in sorted(pathlib.Path("kernels").glob("*.pyx")):
     src = pyx.read_text()
+    tp = pyx.with_name(pyx.name + ".tp")
+    origin = f"\n\nkernels/{pyx.name} is expanded from kernels/{tp.name} by setup.py." if tp.exists() else ""
     header = src.split("\n\n")[0]
     lines = []
     for m in re.finditer(r"^def\s+(\w+)\((.*?)\)\s*:\n(.*?)(?=^\S|\Z)", src, re.S | re.M):
@@ -40,7 +50,7 @@ for pyx in sorted(pathlib.Path("kernels").glob("*.pyx")):
             first = " ".join(doc.group(1).split("\n\n")[0].split())
             lines[-1] = f"def {name}({params}) -> {ret}:\n    \"\"\"{first}\"\"\"\n    ..."
     mod = f"_cy_{pyx.stem}"
-    out = f'''"""Type stubs for the compiled module ``fastdl.backends.{mod}`` (kernels/{pyx.name}).
+    out = f'''"""Type stubs for the compiled module ``fastdl.backends.{mod}`` (kernels/{pyx.name}).{origin}
 
 Kernels trust their arguments (see the contract in :mod:`fastdl.backends`):
 C-contiguous arrays, all float arrays of one dtype (float32 or float64, the

@@ -1,9 +1,13 @@
-"""The "elementwise" kernel family on Cython (``kernels/elementwise.pyx``).
+"""The "elementwise" kernel family on Cython (``kernels/elementwise.pyx.tp``).
 
 A thin layer over the compiled module ``_cy_elementwise`` (an OpenMP and a
-serial build, chosen per call by :mod:`fastdl.backends._cython_select`): it turns the
-contract's ``None`` arrays into a flag plus a stand-in buffer (the compiled
-kernels take typed buffers), and returns early on empty arrays.
+serial build, chosen per call by :mod:`fastdl.backends._cython_select`): it
+turns the contract's options tuple into the compiled kernels' float
+arguments and its ``None`` arrays into a flag plus a stand-in buffer (the
+compiled kernels take typed buffers), and returns early on empty arrays.
+The wrappers are made per kind for every op of the table
+(:mod:`fastdl._ops`), as the template makes the compiled kernels, so a new
+op needs no edit here.
 
 Importing this module raises ImportError when the extension is not built;
 the backend registry then reports ``cython/elementwise`` as unavailable.
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fastdl import _ops
 from fastdl.backends._cython_select import Module
 
 _cy = Module("elementwise")
@@ -36,85 +41,81 @@ def _opt(a, dtype):
     return (_STANDIN[dtype], False) if a is None else (a, True)
 
 
-def _activation(name, compiled):
-    def kernel(*args):
-        n = args[0].shape[0]
+def _two(options):
+    """The options as the compiled kernels' two float arguments (unused ones 0)."""
+    o = tuple(options) + (0.0, 0.0)
+    return float(o[0]), float(o[1])
+
+
+def _activation_kernels(name):
+    fwd, bwd = getattr(_cy, name), getattr(_cy, name + "_backward")
+
+    def forward(x, options, out):
+        n = x.shape[0]
         if n:
-            compiled(args[0].dtype, n, *args)
-    kernel.__name__ = kernel.__qualname__ = name
-    kernel.__doc__ = f"``{name}`` of the elementwise contract (Cython)."
-    return kernel
+            o0, o1 = _two(options)
+            fwd(x.dtype, n, x, o0, o1, out)
+
+    def backward(dy, x, options, out):
+        n = x.shape[0]
+        if n:
+            o0, o1 = _two(options)
+            bwd(x.dtype, n, dy, x, o0, o1, out)
+
+    return forward, backward
 
 
-for _name in ("sigmoid", "log_sigmoid", "softplus", "relu", "leaky_relu", "elu", "silu"):
-    globals()[_name] = _activation(_name, getattr(_cy, _name))
-    globals()[_name + "_backward"] = _activation(_name + "_backward",
-                                                 getattr(_cy, _name + "_backward"))
-tanh = _activation("tanh", _cy.tanh_)  # tanh_: the .pyx cimports libc's tanh
-tanh_backward = _activation("tanh_backward", _cy.tanh_backward)
-del _name
+def _weight_aux(dtype, weight, aux):
+    """w, has_w, a, has_a: the compiled loss kernels' form of weight and aux."""
+    return (*_opt(weight, dtype), *_opt(aux, dtype))
 
 
-def _loss_forward(name, compiled):
-    """``name(input, target, *options, out) -> float`` over the compiled kernel."""
-    def kernel(input, target, *rest):
-        *options, out = rest
+def _loss_kernels(name):
+    fwd, bwd = getattr(_cy, name), getattr(_cy, name + "_backward")
+    both = getattr(_cy, name + "_with_grad")
+
+    def forward(input, target, weight, aux, options, out):
         n = input.shape[0]
         if n == 0:
             return 0.0
-        buf, has_out = _opt(out, input.dtype)
-        return float(compiled(input.dtype, n, input, target, *options, buf, has_out))
-    kernel.__name__ = kernel.__qualname__ = name
-    kernel.__doc__ = f"``{name}`` of the elementwise contract (Cython)."
-    return kernel
+        dt = input.dtype
+        return float(fwd(dt, n, input, target, *_weight_aux(dt, weight, aux),
+                         _two(options)[0], *_opt(out, dt)))
 
+    def backward(dy, input, target, weight, aux, options, scale, out):
+        n = input.shape[0]
+        if n:
+            dt = input.dtype
+            bwd(dt, n, *_opt(dy, dt), input, target, *_weight_aux(dt, weight, aux),
+                _two(options)[0], float(scale), out)
 
-def _loss_backward(name, compiled):
-    """``name(dy, input, target, *options, scale, out)`` over the compiled kernel."""
-    def kernel(dy, input, target, *rest):
+    def with_grad(input, target, weight, aux, options, scale, loss_out, grad):
         n = input.shape[0]
         if n == 0:
-            return
-        d, has_dy = _opt(dy, input.dtype)
-        compiled(input.dtype, n, d, has_dy, input, target, *rest)
-    kernel.__name__ = kernel.__qualname__ = name
-    kernel.__doc__ = f"``{name}`` of the elementwise contract (Cython)."
-    return kernel
+            return 0.0
+        dt = input.dtype
+        return float(both(dt, n, input, target, *_weight_aux(dt, weight, aux),
+                          _two(options)[0], float(scale), *_opt(loss_out, dt), grad))
+
+    return forward, backward, with_grad
 
 
-for _name in ("mse_loss", "l1_loss", "huber_loss", "log_cosh_loss", "kl_div"):
-    globals()[_name] = _loss_forward(_name, getattr(_cy, _name))
-    globals()[_name + "_backward"] = _loss_backward(_name + "_backward",
-                                                    getattr(_cy, _name + "_backward"))
-del _name
+#: The wrapper factory of each kind, returning the kernels in the order of
+#: ``_ops.kernel_names``.
+_FACTORIES = {"activation": _activation_kernels, "pointwise_loss": _loss_kernels}
 
-
-def binary_cross_entropy_with_logits(input, target, weight, pos_weight, out):
-    n = input.shape[0]
-    if n == 0:
-        return 0.0
-    dt = input.dtype
-    w, has_w = _opt(weight, dt)
-    pw, has_pw = _opt(pos_weight, dt)
-    o, has_out = _opt(out, dt)
-    return float(_cy.binary_cross_entropy_with_logits(
-        dt, n, input, target, w, has_w, pw, has_pw, o, has_out))
-
-
-def binary_cross_entropy_with_logits_backward(dy, input, target, weight, pos_weight,
-                                              scale, out):
-    n = input.shape[0]
-    if n == 0:
-        return
-    dt = input.dtype
-    d, has_dy = _opt(dy, dt)
-    w, has_w = _opt(weight, dt)
-    pw, has_pw = _opt(pos_weight, dt)
-    _cy.binary_cross_entropy_with_logits_backward(
-        dt, n, d, has_dy, input, target, w, has_w, pw, has_pw, float(scale), out)
+for _kind, _make in _FACTORIES.items():
+    for _op in _ops.of_kind(_kind):
+        for _name, _fn in zip(_ops.kernel_names(_op), _make(_op.name)):
+            _fn.__name__ = _fn.__qualname__ = _name
+            _fn.__doc__ = (f"``{_name}`` of the elementwise contract "
+                           f"({_kind.replace('_', ' ')}, Cython).")
+            globals()[_name] = _fn
+del _kind, _make, _op, _name, _fn
 
 
 def entropy(p, out):
+    """``entropy`` of the elementwise contract (Cython), rows of p."""
     if p.shape[0] == 0:
         return
     _cy.entropy(p.dtype, p.size, p, out)
