@@ -208,7 +208,9 @@ def resolve(op, backend=None, family="core"):
 def _resolve_uncached(name, op, family):
     _check_name(name)
     if name == "auto":
-        for candidate in _config.AUTO_ORDER.get(op, _config.DEFAULT_AUTO_ORDER):
+        default = (_config.ELEMENTWISE_AUTO_ORDER if family == "elementwise"
+                   else _config.DEFAULT_AUTO_ORDER)
+        for candidate in _config.AUTO_ORDER.get(op, default):
             if _load(candidate) is not None:
                 mod = _load(candidate, family)
                 if mod is not None:

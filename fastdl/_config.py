@@ -59,7 +59,17 @@ AUTO_ORDER = {
     "softmax_backward": ("numba", "cython"),
     "log_softmax_backward": ("cython", "numba"),
     "cross_entropy": ("cython", "numba"),
+    # Pointwise ops: Numba's loops use fastdl's vectorised exp/log1p/tanh in
+    # AVX-512/AVX2 code; the Cython module is built for the baseline ISA
+    # (SSE2), where the same functions run two lanes wide.  Measured (4M
+    # float32, 2 threads, AVX-512 Zen 4, one run): Numba 1.1-11x faster on
+    # every pointwise op except relu (0.51 vs 0.86 ms) and relu_backward
+    # (0.96 vs 1.21 ms); bench/results/POINTWISE.md has the table.
+    "relu": ("cython", "numba"),
+    "relu_backward": ("cython", "numba"),
 }
+#: The order for every other op of the "elementwise" family (fastdl._ops).
+ELEMENTWISE_AUTO_ORDER = ("numba", "cython")
 DEFAULT_AUTO_ORDER = ("cython", "numba")
 
 

@@ -13,9 +13,19 @@
 # inlines them into each op's loop.  The formulas are the reference's
 # (fastdl/backends/numpy_elementwise.py), each stability trick explained
 # where it is made.  libc's functions are reached as `math.<name>` so none
-# of them can clash with an op (tanh).
+# of them can clash with an op (tanh).  exp, expm1, log1p and tanh are
+# fastdl's own (kernels/_fastexp.h: branch-free arithmetic within 1.3 ulp,
+# exact at the special values, the algorithms of the Numba scalars), which
+# gcc can vectorise where a libm call would keep the loop scalar; erf and
+# log remain libm's.
 
 from libc cimport math
+
+cdef extern from "_fastexp.h" nogil:
+    double fastdl_exp(double x)
+    double fastdl_expm1(double x)
+    double fastdl_log1p(double x)
+    double fastdl_tanh(double x)
 
 
 # ------------------------------------------------------------ shared helpers
@@ -24,16 +34,21 @@ cdef inline double _sigmoid(double z) noexcept nogil:
     # sigma(z) = 1 / (1 + exp(-z)) for z >= 0, the equal exp(z) / (1 + exp(z))
     # for z < 0: exp's argument is never positive, so no overflow, and sigma
     # is never NaN for finite z (sigma(-inf) = 0, sigma(inf) = 1).
-    cdef double e
-    if z >= 0.0:
-        return 1.0 / (1.0 + math.exp(-z))
-    e = math.exp(z)  # z < 0, or NaN (which propagates)
-    return e / (1.0 + e)
+    cdef double e = fastdl_exp(-math.fabs(z))  # in (0, 1]; NaN propagates
+    return 1.0 / (1.0 + e) if z >= 0.0 else e / (1.0 + e)
 
 
 cdef inline double _softplus(double z) noexcept nogil:
     # log(1 + exp(z)) = max(z, 0) + log1p(exp(-|z|)): exp's argument is <= 0.
-    return (z if z > 0.0 else 0.0) + math.log1p(math.exp(-math.fabs(z)))
+    return (z if z > 0.0 else 0.0) + fastdl_log1p(fastdl_exp(-math.fabs(z)))
+
+
+cdef inline double _sech2(double x) noexcept nogil:
+    # sech(x)^2 = (2 e / (1 + e^2))^2 with e = exp(-|x|) <= 1: no overflow and
+    # no cancellation (1 - tanh(x)^2 would lose all digits in the tails).
+    cdef double e = fastdl_exp(-math.fabs(x))
+    cdef double r = 2.0 * e / (1.0 + e * e)
+    return r * r
 
 
 # --------------------------------------------------------------- activations
@@ -54,7 +69,7 @@ cdef inline double log_sigmoid_fwd(double x, double o0,
     # log sigma(x) = -softplus(-x) = min(x, 0) - log1p(exp(-|x|)): -1000
     # gives -1000, not log(0) = -inf; written with min so that
     # log_sigmoid(inf) is +0.0 as in PyTorch, not -0.0.
-    return (x if x < 0.0 else 0.0) - math.log1p(math.exp(-math.fabs(x)))
+    return (x if x < 0.0 else 0.0) - fastdl_log1p(fastdl_exp(-math.fabs(x)))
 
 
 cdef inline double log_sigmoid_bwd(double dy, double x, double o0,
@@ -80,15 +95,12 @@ cdef inline double softplus_bwd(double dy, double x, double beta,
 
 
 cdef inline double tanh_fwd(double x, double o0, double o1) noexcept nogil:
-    return math.tanh(x)
+    return fastdl_tanh(x)
 
 
 cdef inline double tanh_bwd(double dy, double x, double o0,
                             double o1) noexcept nogil:
-    # 1 - tanh(x)^2 = sech(x)^2, formed as (1 / cosh(x))^2: no cancellation
-    # when tanh(x) is near +-1, and cosh = inf for |x| > 710 gives the limit 0.
-    cdef double r = 1.0 / math.cosh(x)
-    return dy * (r * r)
+    return dy * _sech2(x)
 
 
 cdef inline double relu_fwd(double x, double o0, double o1) noexcept nogil:
@@ -120,13 +132,13 @@ cdef inline double leaky_relu_bwd(double dy, double x, double negative_slope,
 cdef inline double elu_fwd(double x, double alpha, double o1) noexcept nogil:
     # expm1 keeps alpha (exp(x) - 1) accurate for small negative x; its
     # argument is <= 0 here, so it cannot overflow.
-    return x if x > 0.0 else alpha * math.expm1(x)
+    return x if x > 0.0 else alpha * fastdl_expm1(x)
 
 
 cdef inline double elu_bwd(double dy, double x, double alpha,
                            double o1) noexcept nogil:
     # PyTorch: alpha exp(x) for x <= 0, 1 otherwise (NaN counts as otherwise).
-    return dy * (alpha * math.exp(x)) if x <= 0.0 else dy
+    return dy * (alpha * fastdl_exp(x)) if x <= 0.0 else dy
 
 
 cdef inline double silu_fwd(double x, double o0, double o1) noexcept nogil:
@@ -173,28 +185,26 @@ cdef inline double gelu_fwd(double x, double tanh_form,
     # formula): x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2.  x^3
     # overflowing to inf only saturates tanh, so neither form overflows.
     if tanh_form != 0.0:
-        return 0.5 * x * (1.0 + math.tanh(_gelu_inner(x)))
+        return 0.5 * x * (1.0 + fastdl_tanh(_gelu_inner(x)))
     return 0.5 * x * (1.0 + math.erf(x * _sqrt_half()))
 
 
 cdef inline double gelu_bwd(double dy, double x, double tanh_form,
                             double o1) noexcept nogil:
     # Exact: Phi(x) + x phi(x).  Tanh form: PyTorch's formula, with sech^2 of
-    # the inner argument as (1 / cosh)^2; beyond |x| = 1e10 tanh has
-    # saturated and the second term is exactly 0 (its inf * 0 would
-    # otherwise give NaN).
-    cdef double inner, half_x, left, r, inner_d, cdf
+    # the inner argument from _sech2; beyond |x| = 1e10 tanh has saturated
+    # and the second term is exactly 0 (its inf * 0 would otherwise give NaN).
+    cdef double inner, half_x, left, inner_d, cdf
     if tanh_form != 0.0:
         inner = _gelu_inner(x)
         half_x = 0.5 * x
-        left = 0.5 * (1.0 + math.tanh(inner))
+        left = 0.5 * (1.0 + fastdl_tanh(inner))
         if math.fabs(x) > 1e10:
             return dy * left
-        r = 1.0 / math.cosh(inner)
         inner_d = _sqrt_2_over_pi() * (1.0 + 3.0 * _gelu_cubic() * x * x)
-        return dy * (left + half_x * (r * r) * inner_d)
+        return dy * (left + half_x * _sech2(inner) * inner_d)
     cdf = 0.5 * (1.0 + math.erf(x * _sqrt_half()))
-    return dy * (cdf + x * (_inv_sqrt_2pi() * math.exp(-0.5 * x * x)))
+    return dy * (cdf + x * (_inv_sqrt_2pi() * fastdl_exp(-0.5 * x * x)))
 
 
 # ----------------------------------------------------------- pointwise losses
@@ -244,25 +254,27 @@ cdef inline double log_cosh_loss_value(double x, double t, double a,
     # cosh(d) to 1 and return 0 for |d| < 1e-8).  |d| > 1:
     # log cosh(d) = |d| + log1p(exp(-2|d|)) - log 2, whose exp's argument is
     # < -2, so nothing overflows for any finite d (and log_cosh(inf) = inf).
+    # sinh(y) = (em + em / (em + 1)) / 2 with em = expm1(y): no cancellation.
     cdef double ad = math.fabs(x - t)
-    cdef double s
+    cdef double s, em
     if ad <= 1.0:
-        s = math.sinh(0.5 * ad)
-        return math.log1p(2.0 * s * s)
-    return ad + math.log1p(math.exp(-2.0 * ad)) - math.M_LN2
+        em = fastdl_expm1(0.5 * ad)
+        s = 0.5 * (em + em / (em + 1.0))
+        return fastdl_log1p(2.0 * s * s)
+    return ad + fastdl_log1p(fastdl_exp(-2.0 * ad)) - math.M_LN2
 
 
 cdef inline double log_cosh_loss_deriv(double x, double t, double a,
                                        double o0) noexcept nogil:
     # d/dd log cosh(d) = tanh(d), bounded: far from the target it acts like L1.
-    return math.tanh(x - t)
+    return fastdl_tanh(x - t)
 
 
 cdef inline double kl_div_value(double x, double t, double a,
                                 double log_target) noexcept nogil:
     # x holds log q, t holds p (log p when log_target).
     if log_target != 0.0:
-        return math.exp(t) * (t - x)
+        return fastdl_exp(t) * (t - x)
     if t == 0.0:
         # PyTorch's xlogy rule 0 * log 0 = 0: only -0 * log q remains, which
         # is 0 for finite log q (NaN for log q = -inf or NaN, as in PyTorch).
@@ -272,7 +284,7 @@ cdef inline double kl_div_value(double x, double t, double a,
 
 cdef inline double kl_div_deriv(double x, double t, double a,
                                 double log_target) noexcept nogil:
-    return -math.exp(t) if log_target != 0.0 else -t
+    return -fastdl_exp(t) if log_target != 0.0 else -t
 
 
 cdef inline double _bce_coef(double t, double pos_weight) noexcept nogil:

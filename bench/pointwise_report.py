@@ -1,0 +1,157 @@
+"""Side-by-side timing of every pointwise op of the op table: fastdl's Numba
+and Cython backends, fastdl's NumPy reference backend and PyTorch CPU, in one
+run with matched thread counts; writes a markdown table.
+
+    python bench/pointwise_report.py [--n 4194304] [--out bench/results/POINTWISE.md]
+
+Rows come from fastdl._ops (an op added to the table is measured here without
+a new line).  Each contender's time is the median of 7 calls after one
+warm-up call (JIT compilation, first touch).  "%bw" is the faster fastdl
+backend's (bytes read + written) / time / copy bandwidth, the copy bandwidth
+probed in the same run (a parallel np.copyto over 4x the op's bytes, the
+best of three medians).  PyTorch rows: torch.nn.functional.<name> forward,
+and for ``_with_grad`` a loss's forward + backward through autograd;
+activation backward passes have no PyTorch row.
+"""
+
+import argparse
+import platform
+import threading
+import time
+import warnings
+
+import numpy as np
+
+import fastdl
+from fastdl import _ops
+
+#: torch.nn.functional's name where it differs from fastdl's; None: no twin.
+TORCH_NAMES = {"log_sigmoid": "logsigmoid", "log_cosh_loss": None}
+
+
+def median_time(f, repeats=7):
+    f()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def copy_bandwidth(nbytes, threads):
+    src = np.ones(nbytes, np.uint8)
+    dst = np.empty_like(src)
+    parts = np.array_split(np.arange(nbytes), threads)
+    bounds = [(p[0], p[-1] + 1) for p in parts]
+
+    def copy():  # np.copyto releases the GIL: the parts copy in parallel
+        ts = [threading.Thread(target=np.copyto, args=(dst[a:b], src[a:b])) for a, b in bounds]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+    return max(2 * nbytes / median_time(copy, 11) for _ in range(3))
+
+
+def cpu_flags():
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        return platform.processor()
+    flags = next((line.split(":")[1].split() for line in text.splitlines()
+                  if line.startswith("flags")), [])
+    model = next((line.split(":")[1].strip() for line in text.splitlines()
+                  if line.startswith("model name")), "?")
+    simd = "AVX-512F" if "avx512f" in flags else ("AVX2" if "avx2" in flags else "SSE2")
+    return f"{model}, {simd}"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=1 << 22, help="elements per array")
+    ap.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    ap.add_argument("--out", default=None, help="markdown file to write")
+    args = ap.parse_args(argv)
+    threads = fastdl.get_num_threads()
+    try:
+        import torch
+        torch.set_num_threads(threads)
+    except ImportError:
+        torch = None
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(threads)
+    except ImportError:
+        pass
+    n, dt = args.n, np.dtype(args.dtype)
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal(n) * 3).astype(dt)
+    t = rng.standard_normal(n).astype(dt)
+    inputs = {"real": (x, t), "binary": (x, rng.uniform(0, 1, n).astype(dt)),
+              "logprob": (np.log(rng.uniform(0.01, 1, n)).astype(dt),
+                          rng.uniform(0.01, 1, n).astype(dt))}
+    out = np.empty_like(x)
+    bw = copy_bandwidth(4 * n * dt.itemsize, threads)
+    backends = [b for b in ("numba", "cython") if b in fastdl.available_backends()]
+    rows = []
+    warnings.filterwarnings("ignore", "reduction: 'mean' divides")
+    for op in _ops.OPS:
+        if op.kind not in ("activation", "pointwise_loss"):
+            continue
+        tname = TORCH_NAMES.get(op.name, op.name)
+        tf = getattr(torch.nn.functional, tname) if torch is not None and tname else None
+        if op.kind == "activation":
+            parts = [("", (x,), 2), ("_backward", (t, x), 3)]
+        else:
+            parts = [("", inputs[op.sample], 2), ("_with_grad", inputs[op.sample], 3)]
+        for suffix, arrays, moved in parts:
+            f = getattr(fastdl, op.name + suffix)
+            kw = {"out": out} if op.kind == "activation" or suffix else {}
+            times = {be: median_time(lambda: f(*arrays, backend=be, **kw))
+                     for be in backends + ["numpy"]}
+            if tf is not None and suffix == "":
+                ta = [torch.from_numpy(a) for a in arrays]
+                times["torch"] = median_time(lambda: tf(*ta))
+            elif tf is not None and suffix == "_with_grad":
+                tx = torch.from_numpy(arrays[0].copy()).requires_grad_(True)
+                tt = torch.from_numpy(arrays[1])
+
+                def fwd_bwd():
+                    tx.grad = None
+                    tf(tx, tt).backward()
+                times["torch"] = median_time(fwd_bwd)
+            rows.append((op.name + suffix, times, moved * n * dt.itemsize))
+
+    def ms(v):
+        return f"{v * 1e3:.2f}" if v is not None else "—"
+
+    def ratio(a, b):
+        return f"{a / b:.2f}×" if a is not None and b is not None else "—"
+    lines = [
+        f"# Pointwise ops: {n:,} {dt.name} elements, {threads} threads for every contender",
+        "",
+        f"Machine: {cpu_flags()}; copy bandwidth probed in this run: {bw / 1e9:.1f} GB/s. "
+        f"numpy {np.__version__}, torch {torch.__version__ if torch else 'absent'}, "
+        f"fastdl {fastdl.__version__}. Medians of 7 calls (ms); ratios are time(contender) / "
+        "time(faster fastdl backend); `auto` picks per op (`fastdl/_config.py`). "
+        "Written by `python bench/pointwise_report.py`.",
+        "",
+        "| function | " + " | ".join(backends) + " | numpy ref | torch | vs numpy | vs torch | % copy bw |",
+        "|---|" + "---:|" * (len(backends) + 5),
+    ]
+    for name, times, nbytes in rows:
+        best = min(times[b] for b in backends)
+        lines.append(f"| `{name}` | " + " | ".join(ms(times[b]) for b in backends)
+                     + f" | {ms(times['numpy'])} | {ms(times.get('torch'))} | "
+                     f"{ratio(times['numpy'], best)} | {ratio(times.get('torch'), best)} | "
+                     f"{100 * nbytes / best / bw:.0f}% |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        with open(args.out, "w") as fh:
+            fh.write(text)
+
+
+if __name__ == "__main__":
+    main()
