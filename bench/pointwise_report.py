@@ -25,8 +25,6 @@ import numpy as np
 import fastdl
 from fastdl import _ops
 
-#: torch.nn.functional's name where it differs from fastdl's; None: no twin.
-TORCH_NAMES = {"log_sigmoid": "logsigmoid", "log_cosh_loss": None}
 
 
 def median_time(f, repeats=7):
@@ -99,8 +97,7 @@ def main(argv=None):
     for op in _ops.OPS:
         if op.kind not in ("activation", "pointwise_loss"):
             continue
-        tname = TORCH_NAMES.get(op.name, op.name)
-        tf = getattr(torch.nn.functional, tname) if torch is not None and tname else None
+        tf = _ops.torch_function(op, torch)
         if op.kind == "activation":
             parts = [("", (x,), 2), ("_backward", (t, x), 3)]
         else:

@@ -20,8 +20,6 @@ from fastdl import _ops
 
 from conftest import DTYPES, POINTWISE_SIZES, contenders, torch
 
-#: torch.nn.functional's name where it differs from fastdl's; None: no PyTorch twin.
-TORCH_NAMES = {"log_sigmoid": "logsigmoid", "log_cosh_loss": None}
 
 
 def _inputs(op, n, dtype):
@@ -37,8 +35,7 @@ def _inputs(op, n, dtype):
 
 
 def _torch_fn(op):
-    name = TORCH_NAMES.get(op.name, op.name)
-    return None if name is None or torch is None else getattr(torch.nn.functional, name)
+    return _ops.torch_function(op, torch)
 
 
 def _check(dtype):

@@ -78,6 +78,9 @@ class Op(NamedTuple):
     aliases: tuple = ()
     #: core and optim kinds: the contract kernels this op calls
     kernels: tuple = ()
+    #: the ``torch.nn.functional`` twin, for parity tests and benchmarks:
+    #: "" means the same name, None that PyTorch has none
+    torch: str | None = ""
 
 
 _REDUCTION = Option("reduction", "mean", "sum")
@@ -95,7 +98,7 @@ OPS = (
        kernels=("cross_entropy_index", "cross_entropy_prob")),
     # --- activations ----------------------------------------------------
     Op("sigmoid", "elementwise", "activation"),
-    Op("log_sigmoid", "elementwise", "activation"),
+    Op("log_sigmoid", "elementwise", "activation", torch="logsigmoid"),
     Op("softplus", "elementwise", "activation",
        options=(Option("beta", 1.0, 1.5), Option("threshold", 20.0, 10.0))),
     Op("tanh", "elementwise", "activation"),
@@ -110,7 +113,7 @@ OPS = (
     Op("mse_loss", "elementwise", "pointwise_loss"),
     Op("l1_loss", "elementwise", "pointwise_loss"),
     Op("huber_loss", "elementwise", "pointwise_loss", options=(Option("delta", 1.0, 0.8),)),
-    Op("log_cosh_loss", "elementwise", "pointwise_loss"),
+    Op("log_cosh_loss", "elementwise", "pointwise_loss", torch=None),
     Op("kl_div", "elementwise", "pointwise_loss",
        options=(Option("log_target", False, True),),
        more_reductions=("batchmean",), sample="logprob"),
@@ -156,6 +159,13 @@ def kernel_names(op):
 def family_kernels(family):
     """Every kernel a backend's module for ``family`` must define."""
     return tuple(k for op in OPS if op.family == family for k in kernel_names(op))
+
+
+def torch_function(op, torch):
+    """The op's ``torch.nn.functional`` twin from the module ``torch``, or None."""
+    if torch is None or op.torch is None:
+        return None
+    return getattr(torch.nn.functional, op.torch or op.name)
 
 
 def sample_options(op):

@@ -191,8 +191,6 @@ def test_gradcheck_catches_a_wrong_backward(rng):
 
 # ------------------------------------------------------------ PyTorch parity
 
-#: torch.nn.functional's name where it differs from fastdl's.
-TORCH_NAMES = {"log_sigmoid": "logsigmoid"}
 #: (name, options) pairs: each activation with its sample options, and with
 #: its defaults where it has options.
 CASES = [(name, opts) for name, opts in OPTIONS.items()] + [
@@ -202,12 +200,12 @@ CASES = [(name, opts) for name, opts in OPTIONS.items()] + [
 @pytest.mark.parametrize("name, opts", CASES)
 def test_torch_parity(name, opts, backend, dtype, rng):
     torch = pytest.importorskip("torch")
-    tname = TORCH_NAMES.get(name, name)
+    tf = _ops.torch_function(_ops.BY_NAME[name], torch)
     x = _x(rng, (9, 11), dtype)
     x.flat[:4] = [-1000, 1000, -30, 30]
     dy = rng.normal(size=x.shape).astype(dtype)
     tx = torch.tensor(x, requires_grad=True)
-    ty = getattr(torch.nn.functional, tname)(tx, **opts)
+    ty = tf(tx, **opts)
     ty.backward(torch.tensor(dy))
     assert_close(getattr(A, name)(x, backend=backend, **opts), ty.detach().numpy(), dtype,
                  scale=4)
