@@ -138,6 +138,16 @@ _DERIVED = {
 }
 
 
+#: The module of fastdl that defines each kind's public functions ("_core" otherwise).
+_PUBLIC_MODULES = {"activation": "_activations", "pointwise_loss": "_losses",
+                   "entropy": "_losses", "optim": "_optim_functional"}
+
+
+def public_module(op):
+    """Name of the fastdl module defining ``op``'s public functions, e.g. "fastdl._core"."""
+    return "fastdl." + _PUBLIC_MODULES.get(op.kind, "_core")
+
+
 def of_kind(kind):
     """The ops of one kind, in table order."""
     return tuple(op for op in OPS if op.kind == kind)

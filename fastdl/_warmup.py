@@ -18,6 +18,7 @@ compilation; warming it only loads the module and starts the OpenMP pool.
 
 from __future__ import annotations
 
+import importlib
 import math
 import time
 from typing import Callable, Iterable
@@ -153,10 +154,15 @@ _RECIPES = _recipes()
 
 
 def warmable_kernels() -> tuple[str, ...]:
-    """Names :func:`warmup` accepts: the public functions it knows how to call."""
-    import fastdl
+    """Names :func:`warmup` accepts: the public functions of the op table."""
+    return tuple(name for op in _ops.OPS for name in _ops.public_names(op))
 
-    return tuple(name for name in _RECIPES if callable(getattr(fastdl, name, None)))
+
+def _public_function(name):
+    """The public function ``name``, from the module of its op (not from the
+    ``fastdl`` package, which imports this module)."""
+    op = next(op for op in _ops.OPS if name in _ops.public_names(op))
+    return getattr(importlib.import_module(_ops.public_module(op)), name)
 
 
 def _dtype_list(dtypes) -> list[np.dtype]:
@@ -235,8 +241,6 @@ def warmup(
     >>> sorted(times)
     [('numpy', 'softmax', 'float32')]
     """
-    import fastdl
-
     known = warmable_kernels()
     if kernels is None:
         names = list(known)
@@ -260,7 +264,7 @@ def warmup(
         label = _backend.get_backend() if b is None else b
         kw = {"backend": b}
         for name in names:
-            fn = getattr(fastdl, name)
+            fn = _public_function(name)
             for dt in dts:
                 t0 = time.perf_counter()
                 for shape in _shapes():
