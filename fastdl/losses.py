@@ -24,9 +24,11 @@ import numpy as np
 
 from . import _losses as F
 from ._core import cross_entropy_with_grad
+from ._linear_ce import linear_cross_entropy_with_grad
+from .layers import Affine
 
 __all__ = ["Loss", "CrossEntropyLoss", "BCEWithLogitsLoss", "MSELoss", "L1Loss",
-           "HuberLoss", "LogCoshLoss", "KLDivLoss"]
+           "HuberLoss", "LogCoshLoss", "KLDivLoss", "LinearCrossEntropyLoss"]
 
 
 class Loss:
@@ -169,3 +171,129 @@ class CrossEntropyLoss:
     def __repr__(self):
         return (f"CrossEntropyLoss(reduction={self.reduction!r}, ignore_index={self.ignore_index}, "
                 f"label_smoothing={self.label_smoothing})")
+
+
+class LinearCrossEntropyLoss:
+    """A linear layer and softmax cross-entropy in one: the LM head.
+
+    ``forward(x, target)`` is ``cross_entropy(x @ W.T + b, target)`` through
+    :func:`fastdl.linear_cross_entropy_with_grad`, which never holds the
+    (N, out_features) logits: it computes the loss and every gradient in one
+    chunked pass, writes ``W.grad`` and ``b.grad`` (overwriting, as layers'
+    ``backward`` does) and keeps ``dx`` for :meth:`backward`.  The head owns
+    its parameters, so an optimizer takes ``body.parameters() +
+    head.parameters()``.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+        Hidden size H and number of classes V.
+    bias : bool, default True
+        Whether to learn a bias ``b``.
+    dtype : float32 or float64, default float32
+    rng : numpy.random.Generator or int, optional
+        Seed or generator for the initialisation (as :class:`fastdl.layers.Affine`,
+        which draws the same values for the same seed).
+    weight, ignore_index, reduction, label_smoothing, z_loss, softcap, chunk_size
+        As for :func:`fastdl.linear_cross_entropy`.
+
+    Attributes
+    ----------
+    W : Parameter, shape (out_features, in_features)
+    b : Parameter, shape (out_features,), or None
+        Assigning an array wraps it in a new Parameter, as for ``Affine``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastdl import layers, losses, optim
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.standard_normal((64, 8)).astype(np.float32)
+    >>> y = (x[:, 0] > 0).astype(np.int64) + 2 * (x[:, 1] > 0)
+    >>> body = layers.Sequential(layers.Affine(8, 16, rng=1), layers.Tanh())
+    >>> head = losses.LinearCrossEntropyLoss(16, 4, rng=2)
+    >>> opt = optim.Adam(body.parameters() + head.parameters(), lr=0.05)
+    >>> for step in range(60):
+    ...     loss = head.forward(body.forward(x), y)
+    ...     _ = body.backward(head.backward())
+    ...     opt.step()
+    ...     first = loss if step == 0 else first
+    >>> bool(loss < 0.5 * first)
+    True
+    """
+
+    def __init__(self, in_features, out_features, *, bias=True, dtype=np.float32, rng=None,
+                 weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0,
+                 z_loss=0.0, softcap=None, chunk_size=None):
+        # The projection's parameters, created, initialised and checked on
+        # assignment exactly as Affine's (PyTorch's nn.Linear initialisation).
+        self._linear = Affine(in_features, out_features, bias=bias, dtype=dtype, rng=rng)
+        self.weight = weight
+        self.ignore_index = ignore_index
+        self.reduction = reduction
+        self.label_smoothing = label_smoothing
+        self.z_loss = z_loss
+        self.softcap = softcap
+        self.chunk_size = chunk_size
+        self._dx = None
+        self._have = False
+
+    @property
+    def in_features(self):
+        return self._linear.in_features
+
+    @property
+    def out_features(self):
+        return self._linear.out_features
+
+    @property
+    def W(self):
+        return self._linear.W
+
+    @W.setter
+    def W(self, value):
+        self._linear.W = value
+
+    @property
+    def b(self):
+        return self._linear.b
+
+    @b.setter
+    def b(self, value):
+        self._linear.b = value
+
+    def parameters(self):
+        """The head's :class:`fastdl.layers.Parameter` objects, ``[W, b]`` (a new list)."""
+        return self._linear.parameters()
+
+    def forward(self, x, target):
+        """The loss of the logits ``x @ W.T + b`` (x (N, in_features) or (in_features,))."""
+        W, b = self.W, self.b
+        x = np.asarray(x)
+        dx = self._dx
+        if dx is None or dx.shape != x.shape or dx.dtype != x.dtype \
+                or np.may_share_memory(dx, x):
+            dx = None
+        loss, self._dx, _, _ = linear_cross_entropy_with_grad(
+            x, W.value, target, b=None if b is None else b.value, weight=self.weight,
+            ignore_index=self.ignore_index, reduction=self.reduction,
+            label_smoothing=self.label_smoothing, z_loss=self.z_loss, softcap=self.softcap,
+            chunk_size=self.chunk_size, out=(dx, W.grad, None if b is None else b.grad))
+        self._have = True
+        return loss
+
+    def backward(self):
+        """d loss / d x for the last ``forward`` (of ``loss.sum()`` for reduction="none")."""
+        if not self._have:
+            raise RuntimeError("backward called before forward")
+        return self._dx
+
+    def __call__(self, x, target):
+        return self.forward(x, target)
+
+    def __repr__(self):
+        return (f"LinearCrossEntropyLoss({self.in_features}, {self.out_features}, "
+                f"bias={self.b is not None}, dtype={self.W.value.dtype}, "
+                f"reduction={self.reduction!r}, ignore_index={self.ignore_index}, "
+                f"label_smoothing={self.label_smoothing}, z_loss={self.z_loss}, "
+                f"softcap={self.softcap})")
