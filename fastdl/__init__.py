@@ -32,6 +32,11 @@ from ._warmup import warmup
 from . import _activations, _losses
 from ._activations import *  # noqa: F401,F403  (the activations of the op table)
 from ._losses import *  # noqa: F401,F403  (the pointwise losses and entropy)
+from ._linear_ce import (
+    linear_cross_entropy,
+    linear_cross_entropy_backward,
+    linear_cross_entropy_with_grad,
+)
 from ._gradcheck import GradcheckError, gradcheck
 from ._optim_functional import adam_step, sgd_step
 
@@ -60,6 +65,9 @@ __all__ = [
     "cross_entropy",
     "cross_entropy_backward",
     "cross_entropy_with_grad",
+    "linear_cross_entropy",
+    "linear_cross_entropy_with_grad",
+    "linear_cross_entropy_backward",
     "gradcheck",
     "GradcheckError",
     "sgd_step",

@@ -120,6 +120,8 @@ OPS = (
     Op("binary_cross_entropy_with_logits", "elementwise", "pointwise_loss",
        extras=("weight", "pos_weight"), input_name="logits", sample="binary"),
     Op("entropy", "elementwise", "entropy"),
+    # --- composite: public functions built on other ops' kernels -------
+    Op("linear_cross_entropy", "composite", "linear_cross_entropy"),
     # --- optimizers -------------------------------------------------------
     Op("sgd_step", "optim", "optim", kernels=("sgd_step",)),
     Op("adam_step", "optim", "optim", kernels=("adam_step",)),
@@ -135,12 +137,14 @@ _DERIVED = {
     "activation": ("", "_backward"),
     "pointwise_loss": ("", "_backward", "_with_grad"),
     "cross_entropy": ("", "_backward", "_with_grad"),
+    "linear_cross_entropy": ("", "_backward", "_with_grad"),
 }
 
 
 #: The module of fastdl that defines each kind's public functions ("_core" otherwise).
 _PUBLIC_MODULES = {"activation": "_activations", "pointwise_loss": "_losses",
-                   "entropy": "_losses", "optim": "_optim_functional"}
+                   "entropy": "_losses", "optim": "_optim_functional",
+                   "linear_cross_entropy": "_linear_ce"}
 
 
 def public_module(op):

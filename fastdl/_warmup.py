@@ -140,6 +140,15 @@ def _recipes() -> dict[str, _Recipe]:
         "adam_step": lambda f, v, kw: f(v.x.copy(), v.dy, v.m.copy(), v.v.copy(),
                                         step=1, **kw),
     }
+    def _lce(f, v, kw):
+        f(v.x, v.W, v.t, b=v.b, **kw)
+        f(v.x, v.W, v.p[:, :v.W.shape[0]].copy(), **kw)
+
+    def _lce_backward(f, v, kw):
+        f(v.x, v.W, v.t, 1.0, b=v.b, **kw)
+
+    r["linear_cross_entropy"] = r["linear_cross_entropy_with_grad"] = _lce
+    r["linear_cross_entropy_backward"] = _lce_backward
     for op in _ops.of_kind("activation"):
         for name in _ops.public_names(op):
             r[name] = _unary_backward if name.endswith("_backward") else _unary
