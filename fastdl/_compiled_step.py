@@ -59,6 +59,23 @@ _RELU = 1
 _LEAKY_RELU = 2
 _TANH = 3
 _SIGMOID = 4
+_ELU = 5
+_SILU = 6
+_SOFTPLUS = 7
+
+# The activations compile_step runs: layer class name -> (operation code,
+# the op's name in the op table).  The op table's options of each, in their
+# order there, become the layer's two floats o0, o1 (columns of ``opts``),
+# which the Numba kernels take in that order.
+_ACTIVATIONS = {"ReLU": (_RELU, "relu"), "LeakyReLU": (_LEAKY_RELU, "leaky_relu"),
+                "Tanh": (_TANH, "tanh"), "Sigmoid": (_SIGMOID, "sigmoid"),
+                "ELU": (_ELU, "elu"), "SiLU": (_SILU, "silu"),
+                "Softplus": (_SOFTPLUS, "softplus")}
+
+# The pointwise losses compile_step runs: criterion class name -> the op's
+# name in the op table (its fused kernel is ``<name>_with_grad``).
+_POINTWISE_LOSSES = {"MSELoss": "mse_loss", "L1Loss": "l1_loss", "HuberLoss": "huber_loss",
+                     "BCEWithLogitsLoss": "binary_cross_entropy_with_logits"}
 
 # Columns of the layer table ``ops`` (one row per layer, int64).
 _KIND, _N_IN, _N_OUT, _HAS_BIAS, _PARAM_ROW = range(5)
@@ -104,7 +121,12 @@ _pointer = _cblas_gemm = _view1 = _view2 = None
 _gemm_nt = _gemm_tn = _gemm_nn = _forward = _backward = _update = None
 _k_relu = _k_relu_backward = _k_leaky_relu = _k_leaky_relu_backward = None
 _k_tanh = _k_tanh_backward = _k_sigmoid = _k_sigmoid_backward = None
-_k_mse_with_grad = _k_cross_entropy = _k_sgd = _k_adam = None
+_k_elu = _k_elu_backward = _k_silu = _k_silu_backward = None
+_k_softplus = _k_softplus_backward = None
+_k_cross_entropy = _k_sgd = _k_adam = None
+# The pointwise loss's fused kernel: bound per loss in the globals of that
+# loss's copy of _pointwise_step_body (see _pointwise_kernel).
+_k_loss_with_grad = None
 
 def _view1_body(address, size, like):
     """A 1-D view of ``size`` elements of ``like``'s dtype at ``address``."""
@@ -149,7 +171,7 @@ def _cblas_nn_body(a, b, out):
                 a, a.shape[1], b, b.shape[1], out, out.shape[1])
 
 
-def _forward_body(x, ops, slopes, params, bufs):
+def _forward_body(x, ops, opts, params, bufs):
     """Every layer's output into its buffer (row k of ``bufs``)."""
     n = x.shape[0]
     x_address = np.int64(x.ctypes.data)
@@ -172,17 +194,25 @@ def _forward_body(x, ops, slopes, params, bufs):
         else:
             src1 = src.reshape(n * d)
             out1 = out.reshape(n * h)
+            o0 = opts[k, 0]
+            o1 = opts[k, 1]
             if kind == _RELU:
-                _k_relu(src1, 0.0, 0.0, out1)
+                _k_relu(src1, o0, o1, out1)
             elif kind == _LEAKY_RELU:
-                _k_leaky_relu(src1, slopes[k], 0.0, out1)
+                _k_leaky_relu(src1, o0, o1, out1)
             elif kind == _TANH:
-                _k_tanh(src1, 0.0, 0.0, out1)
+                _k_tanh(src1, o0, o1, out1)
+            elif kind == _SIGMOID:
+                _k_sigmoid(src1, o0, o1, out1)
+            elif kind == _ELU:
+                _k_elu(src1, o0, o1, out1)
+            elif kind == _SILU:
+                _k_silu(src1, o0, o1, out1)
             else:
-                _k_sigmoid(src1, 0.0, 0.0, out1)
+                _k_softplus(src1, o0, o1, out1)
 
 
-def _backward_body(x, ops, slopes, params, bufs, first_affine, col_acc):
+def _backward_body(x, ops, opts, params, bufs, first_affine, col_acc):
     """Parameter gradients (into each Parameter's .grad) from the top gradient.
 
     Expects ``bufs[K-1, _DOUT]`` to hold d loss / d network output.  Input
@@ -221,14 +251,22 @@ def _backward_body(x, ops, slopes, params, bufs, first_affine, col_acc):
             dout1 = dout.reshape(n * h)
             src1 = src.reshape(n * d)
             dsrc1 = _view1(bufs[k - 1, _DOUT], n * d, x)
+            o0 = opts[k, 0]
+            o1 = opts[k, 1]
             if kind == _RELU:
-                _k_relu_backward(dout1, src1, 0.0, 0.0, dsrc1)
+                _k_relu_backward(dout1, src1, o0, o1, dsrc1)
             elif kind == _LEAKY_RELU:
-                _k_leaky_relu_backward(dout1, src1, slopes[k], 0.0, dsrc1)
+                _k_leaky_relu_backward(dout1, src1, o0, o1, dsrc1)
             elif kind == _TANH:
-                _k_tanh_backward(dout1, src1, 0.0, 0.0, dsrc1)
+                _k_tanh_backward(dout1, src1, o0, o1, dsrc1)
+            elif kind == _SIGMOID:
+                _k_sigmoid_backward(dout1, src1, o0, o1, dsrc1)
+            elif kind == _ELU:
+                _k_elu_backward(dout1, src1, o0, o1, dsrc1)
+            elif kind == _SILU:
+                _k_silu_backward(dout1, src1, o0, o1, dsrc1)
             else:
-                _k_sigmoid_backward(dout1, src1, 0.0, 0.0, dsrc1)
+                _k_softplus_backward(dout1, src1, o0, o1, dsrc1)
 
 
 def _update_body(x, params, opt_kind, has_state, nesterov, first, t, hyper, scalars):
@@ -283,7 +321,7 @@ def _update_body(x, params, opt_kind, has_state, nesterov, first, t, hyper, scal
                 _k_sgd(w, g, None, scalars[0], scalars[1], nesterov, scalars[2], first)
 
 
-def _ce_step_body(x, y, ops, slopes, params, bufs, first_affine, col_acc, row_loss,
+def _ce_step_body(x, y, ops, opts, params, bufs, first_affine, col_acc, row_loss,
                   row_scale, ignore_index, sum_reduction, opt_kind, has_state, nesterov,
                   first, t, hyper, scalars):
     """Cross-entropy training step; returns (bad row or -1, loss).
@@ -301,7 +339,7 @@ def _ce_step_body(x, y, ops, slopes, params, bufs, first_affine, col_acc, row_lo
             if label < 0 or label >= c:
                 return i, 0.0
             count += 1
-    _forward(x, ops, slopes, params, bufs)
+    _forward(x, ops, opts, params, bufs)
     logits = _view2(bufs[last, _OUT], n, c, x)
     dlogits = _view2(bufs[last, _DOUT], n, c, x)
     # "mean" divides by the rows not ignored; all ignored gives 1/0 = inf
@@ -315,27 +353,34 @@ def _ce_step_body(x, y, ops, slopes, params, bufs, first_affine, col_acc, row_lo
     for i in range(n):
         total += row_loss[i]
     loss = total if sum_reduction else total / count
-    _backward(x, ops, slopes, params, bufs, first_affine, col_acc)
+    _backward(x, ops, opts, params, bufs, first_affine, col_acc)
     _update(x, params, opt_kind, has_state, nesterov, first, t, hyper, scalars)
     scalars[scalars.shape[0] - 1] = loss  # rounded to the model's dtype
     return -1, np.float64(scalars[scalars.shape[0] - 1])
 
 
-def _mse_step_body(x, y, ops, slopes, params, bufs, first_affine, col_acc,
-                   sum_reduction, opt_kind, has_state, nesterov, first, t, hyper, scalars):
-    """Mean-squared-error training step; returns (-1, loss)."""
+def _pointwise_step_body(x, y, ops, opts, params, bufs, first_affine, col_acc, loss_o0,
+                         sum_reduction, opt_kind, has_state, nesterov, first, t, hyper,
+                         scalars):
+    """Pointwise-loss training step (the loss of _k_loss_with_grad); returns (-1, loss).
+
+    ``loss_o0`` is the loss's option (Huber's delta; 0 for the others).
+    One pass of the fused kernel gives the loss sum and d loss / d output.
+    """
     n = x.shape[0]
     last = ops.shape[0] - 1
     c = ops[last, _N_OUT]
-    _forward(x, ops, slopes, params, bufs)
+    _forward(x, ops, opts, params, bufs)
     out = _view1(bufs[last, _OUT], n * c, x)
     dout = _view1(bufs[last, _DOUT], n * c, x)
     target = y.reshape(n * c)
+    # "mean" divides by the element count, as the functional losses do
+    # (the sum in float64, then one division).
     denom = np.float64(n * c)
     scale = 1.0 if sum_reduction else 1.0 / denom
-    total = _k_mse_with_grad(out, target, None, None, 0.0, scale, None, dout)
+    total = _k_loss_with_grad(out, target, None, None, loss_o0, scale, None, dout)
     loss = total if sum_reduction else total / denom
-    _backward(x, ops, slopes, params, bufs, first_affine, col_acc)
+    _backward(x, ops, opts, params, bufs, first_affine, col_acc)
     _update(x, params, opt_kind, has_state, nesterov, first, t, hyper, scalars)
     scalars[scalars.shape[0] - 1] = loss
     return -1, np.float64(scalars[scalars.shape[0] - 1])
@@ -394,135 +439,165 @@ def _find_numpy_cblas():
 gemm_blas = None
 
 
-def _kernels():
-    """The compiled step functions ``(ce_step, mse_step)``, built on first use.
+def _kernels(loss):
+    """The compiled step function for ``loss``: "ce" or a pointwise loss's op name.
 
-    Imports Numba (and SciPy, when NumPy's BLAS cannot be called directly)
-    only now, so ``import fastdl`` stays light.  Nothing compiles here: the
-    dispatchers compile, or load from Numba's cache, on their first call for
-    a dtype.
+    The first call imports Numba (and SciPy, when NumPy's BLAS cannot be
+    called directly), so ``import fastdl`` stays light, and sets up the
+    helpers every step shares.  Nothing compiles here: the dispatchers
+    compile, or load from Numba's cache, on their first call for a dtype.
     """
-    global gemm_blas
     with _compile_lock:
-        if _KERNELS:
-            return _KERNELS["ce"], _KERNELS["mse"]
-        cblas = _find_numpy_cblas()
-        if cblas is None:
-            try:
-                import scipy.linalg.cython_blas  # noqa: F401  (Numba's np.dot needs it)
-            except ImportError:
-                raise ImportError(
-                    "fastdl.compile_step needs SciPy here: NumPy's BLAS cannot be called "
-                    "directly, and Numba's np.dot calls BLAS through "
-                    "scipy.linalg.cython_blas (pip install scipy); the layer API works "
-                    "without it") from None
+        if not _KERNELS:
+            _setup_kernels()
+        kernel = _KERNELS.get(loss)
+        if kernel is None:
+            kernel = _KERNELS[loss] = _pointwise_kernel(loss)
+        return kernel
+
+
+def _pointwise_kernel(name):
+    """``_pointwise_step_body`` bound to the fused kernel of the pointwise loss ``name``.
+
+    One copy of the body per loss, made on first use, whose globals hold
+    that loss's ``<name>_with_grad`` as ``_k_loss_with_grad`` (globals, not
+    a closure, so the cache entry loads in the next process; the backend
+    binds its loops the same way).  A step therefore compiles only its own
+    loss kernel, not every loss's as one body branching on a loss code
+    would; the layer and update code is shared.
+    """
+    ne = _KERNELS["_ne"]
+    env = dict(globals(), _k_loss_with_grad=ne._K[name + "_with_grad"][0])
+    body = _pytypes.FunctionType(_pointwise_step_body.__code__, env,
+                                 f"_pointwise_step_body_{name}")
+    body.__qualname__ = body.__name__
+    body.__doc__ = _pointwise_step_body.__doc__
+    return _KERNELS["_jit"](body)
+
+
+def _setup_kernels():
+    """Import Numba and fill in the module globals the kernel bodies call."""
+    global gemm_blas
+    cblas = _find_numpy_cblas()
+    if cblas is None:
         try:
-            import numba
-            from llvmlite import binding as llvm
-            from llvmlite import ir
-            from numba import types
-            from numba.core import cgutils
-            from numba.extending import intrinsic
+            import scipy.linalg.cython_blas  # noqa: F401  (Numba's np.dot needs it)
+        except ImportError:
+            raise ImportError(
+                "fastdl.compile_step needs SciPy here: NumPy's BLAS cannot be called "
+                "directly, and Numba's np.dot calls BLAS through "
+                "scipy.linalg.cython_blas (pip install scipy); the layer API works "
+                "without it") from None
+    try:
+        import numba
+        from llvmlite import binding as llvm
+        from llvmlite import ir
+        from numba import types
+        from numba.core import cgutils
+        from numba.extending import intrinsic
 
-            from .backends import _numba_kernels as nk
-            from .backends import numba_elementwise as ne
-            from .backends import numba_optim as no
-        except ImportError as exc:
-            raise ImportError(f"fastdl.compile_step needs Numba: {exc}") from None
+        from .backends import _numba_kernels as nk
+        from .backends import numba_elementwise as ne
+        from .backends import numba_optim as no
+    except ImportError as exc:
+        raise ImportError(f"fastdl.compile_step needs Numba: {exc}") from None
 
-        @intrinsic
-        def _pointer(typingctx, address, like):
-            """The int64 ``address`` as a pointer to ``like``'s dtype."""
-            if not (isinstance(address, types.Integer) and isinstance(like, types.Array)):
-                return None
-            ptr = types.CPointer(like.dtype)
+    @intrinsic
+    def _pointer(typingctx, address, like):
+        """The int64 ``address`` as a pointer to ``like``'s dtype."""
+        if not (isinstance(address, types.Integer) and isinstance(like, types.Array)):
+            return None
+        ptr = types.CPointer(like.dtype)
 
-            def codegen(context, builder, signature, args):
-                return builder.inttoptr(args[0], context.get_value_type(ptr))
+        def codegen(context, builder, signature, args):
+            return builder.inttoptr(args[0], context.get_value_type(ptr))
 
-            return ptr(address, like), codegen
+        return ptr(address, like), codegen
 
-        @intrinsic
-        def _cblas_gemm(typingctx, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
-            """Row-major ``c = op(a) @ op(b)`` through NumPy's CBLAS (64-bit ints)."""
-            if not (isinstance(c, types.Array) and c.dtype in (types.float32, types.float64)):
-                return None
-            symbol = _SGEMM_SYMBOL if c.dtype == types.float32 else _DGEMM_SYMBOL
+    @intrinsic
+    def _cblas_gemm(typingctx, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
+        """Row-major ``c = op(a) @ op(b)`` through NumPy's CBLAS (64-bit ints)."""
+        if not (isinstance(c, types.Array) and c.dtype in (types.float32, types.float64)):
+            return None
+        symbol = _SGEMM_SYMBOL if c.dtype == types.float32 else _DGEMM_SYMBOL
 
-            def codegen(context, builder, signature, args):
-                real = context.get_value_type(c.dtype)
-                i32 = ir.IntType(32)
-                i64 = ir.IntType(64)
-                fnty = ir.FunctionType(ir.VoidType(), [
-                    i32, i32, i32, i64, i64, i64, real, real.as_pointer(), i64,
-                    real.as_pointer(), i64, real, real.as_pointer(), i64])
-                fn = cgutils.get_or_insert_function(builder.module, fnty, symbol)
-                ta, tb, mm, nn, kk, av, la, bv, lb, cv, lc = args
-                data = [context.make_array(t)(context, builder, v).data
-                        for t, v in ((a, av), (b, bv), (c, cv))]
-                as_i32 = [builder.trunc(v, i32) for v in (ta, tb)]
-                as_i64 = [context.cast(builder, v, t, types.int64)
-                          for v, t in ((mm, m), (nn, n), (kk, k), (la, lda), (lb, ldb),
-                                       (lc, ldc))]
-                builder.call(fn, [ir.Constant(i32, _ROW_MAJOR), as_i32[0], as_i32[1],
-                                  as_i64[0], as_i64[1], as_i64[2], ir.Constant(real, 1.0),
-                                  data[0], as_i64[3], data[1], as_i64[4],
-                                  ir.Constant(real, 0.0), data[2], as_i64[5]])
-                return context.get_dummy_value()
+        def codegen(context, builder, signature, args):
+            real = context.get_value_type(c.dtype)
+            i32 = ir.IntType(32)
+            i64 = ir.IntType(64)
+            fnty = ir.FunctionType(ir.VoidType(), [
+                i32, i32, i32, i64, i64, i64, real, real.as_pointer(), i64,
+                real.as_pointer(), i64, real, real.as_pointer(), i64])
+            fn = cgutils.get_or_insert_function(builder.module, fnty, symbol)
+            ta, tb, mm, nn, kk, av, la, bv, lb, cv, lc = args
+            data = [context.make_array(t)(context, builder, v).data
+                    for t, v in ((a, av), (b, bv), (c, cv))]
+            as_i32 = [builder.trunc(v, i32) for v in (ta, tb)]
+            as_i64 = [context.cast(builder, v, t, types.int64)
+                      for v, t in ((mm, m), (nn, n), (kk, k), (la, lda), (lb, ldb),
+                                   (lc, ldc))]
+            builder.call(fn, [ir.Constant(i32, _ROW_MAJOR), as_i32[0], as_i32[1],
+                              as_i64[0], as_i64[1], as_i64[2], ir.Constant(real, 1.0),
+                              data[0], as_i64[3], data[1], as_i64[4],
+                              ir.Constant(real, 0.0), data[2], as_i64[5]])
+            return context.get_dummy_value()
 
-            sig = types.void(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc)
-            return sig, codegen
+        sig = types.void(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc)
+        return sig, codegen
 
-        options = dict(nk._OPTIONS)
-        g = globals()
-        g["numba"] = numba
-        g["_pointer"] = _pointer
-        # The BLAS choice changes the machine code: it is part of the tag.
-        tag = f"{_source_tag()}_{'numpy' if cblas is not None else 'scipy'}blas"
+    options = dict(nk._OPTIONS)
+    g = globals()
+    g["numba"] = numba
+    g["_pointer"] = _pointer
+    # The BLAS choice changes the machine code: it is part of the tag.
+    tag = f"{_source_tag()}_{'numpy' if cblas is not None else 'scipy'}blas"
 
-        def jit(body, **extra):
-            # A copy of the function object carrying the source tag in its
-            # qualified name (see _source_tag); same code and globals.
-            twin = _pytypes.FunctionType(body.__code__, body.__globals__, body.__name__,
-                                         body.__defaults__, body.__closure__)
-            twin.__qualname__ = f"{body.__qualname__}_{tag}"
-            twin.__doc__ = body.__doc__
-            return numba.njit(**options, **extra)(twin)
+    def jit(body, **extra):
+        # A copy of the function object carrying the source tag in its
+        # qualified name (see _source_tag); same code and globals.
+        twin = _pytypes.FunctionType(body.__code__, body.__globals__, body.__name__,
+                                     body.__defaults__, body.__closure__)
+        twin.__qualname__ = f"{body.__qualname__}_{tag}"
+        twin.__doc__ = body.__doc__
+        return numba.njit(**options, **extra)(twin)
 
-        g["_view1"] = jit(_view1_body, inline="always")
-        g["_view2"] = jit(_view2_body, inline="always")
+    g["_view1"] = jit(_view1_body, inline="always")
+    g["_view2"] = jit(_view2_body, inline="always")
 
-        if cblas is not None:
-            # Known to LLVM's linker by name (as Numba's own helpers are), so
-            # machine code loaded from the cache links to it too.
-            llvm.add_symbol(_SGEMM_SYMBOL, cblas[0])
-            llvm.add_symbol(_DGEMM_SYMBOL, cblas[1])
-            g["_cblas_gemm"] = _cblas_gemm
-            g["_gemm_nt"] = jit(_cblas_nt_body, inline="always")
-            g["_gemm_tn"] = jit(_cblas_tn_body, inline="always")
-            g["_gemm_nn"] = jit(_cblas_nn_body, inline="always")
-            gemm_blas = "numpy"
-        else:
-            g["_gemm_nt"] = jit(_dot_nt_body, inline="always")
-            g["_gemm_tn"] = jit(_dot_tn_body, inline="always")
-            g["_gemm_nn"] = jit(_dot_nn_body, inline="always")
-            gemm_blas = "scipy"
-        g.update(
-            _k_relu=ne._K["relu"][0], _k_relu_backward=ne._K["relu_backward"][0],
-            _k_leaky_relu=ne._K["leaky_relu"][0],
-            _k_leaky_relu_backward=ne._K["leaky_relu_backward"][0],
-            _k_tanh=ne._K["tanh"][0], _k_tanh_backward=ne._K["tanh_backward"][0],
-            _k_sigmoid=ne._K["sigmoid"][0], _k_sigmoid_backward=ne._K["sigmoid_backward"][0],
-            _k_mse_with_grad=ne._K["mse_loss_with_grad"][0],
-            _k_cross_entropy=nk.cross_entropy_index[0],
-            _k_sgd=no._SGD[0], _k_adam=no._ADAM[0],
-        )
-        g["_forward"] = jit(_forward_body)
-        g["_backward"] = jit(_backward_body)
-        g["_update"] = jit(_update_body)
-        _KERNELS["ce"] = jit(_ce_step_body)
-        _KERNELS["mse"] = jit(_mse_step_body)
-        return _KERNELS["ce"], _KERNELS["mse"]
+    if cblas is not None:
+        # Known to LLVM's linker by name (as Numba's own helpers are), so
+        # machine code loaded from the cache links to it too.
+        llvm.add_symbol(_SGEMM_SYMBOL, cblas[0])
+        llvm.add_symbol(_DGEMM_SYMBOL, cblas[1])
+        g["_cblas_gemm"] = _cblas_gemm
+        g["_gemm_nt"] = jit(_cblas_nt_body, inline="always")
+        g["_gemm_tn"] = jit(_cblas_tn_body, inline="always")
+        g["_gemm_nn"] = jit(_cblas_nn_body, inline="always")
+        gemm_blas = "numpy"
+    else:
+        g["_gemm_nt"] = jit(_dot_nt_body, inline="always")
+        g["_gemm_tn"] = jit(_dot_tn_body, inline="always")
+        g["_gemm_nn"] = jit(_dot_nn_body, inline="always")
+        gemm_blas = "scipy"
+    g.update(
+        _k_relu=ne._K["relu"][0], _k_relu_backward=ne._K["relu_backward"][0],
+        _k_leaky_relu=ne._K["leaky_relu"][0],
+        _k_leaky_relu_backward=ne._K["leaky_relu_backward"][0],
+        _k_tanh=ne._K["tanh"][0], _k_tanh_backward=ne._K["tanh_backward"][0],
+        _k_sigmoid=ne._K["sigmoid"][0], _k_sigmoid_backward=ne._K["sigmoid_backward"][0],
+        _k_elu=ne._K["elu"][0], _k_elu_backward=ne._K["elu_backward"][0],
+        _k_silu=ne._K["silu"][0], _k_silu_backward=ne._K["silu_backward"][0],
+        _k_softplus=ne._K["softplus"][0],
+        _k_softplus_backward=ne._K["softplus_backward"][0],
+        _k_cross_entropy=nk.cross_entropy_index[0],
+        _k_sgd=no._SGD[0], _k_adam=no._ADAM[0],
+    )
+    g["_forward"] = jit(_forward_body)
+    g["_backward"] = jit(_backward_body)
+    g["_update"] = jit(_update_body)
+    _KERNELS["ce"] = jit(_ce_step_body)
+    _KERNELS["_jit"] = jit
+    _KERNELS["_ne"] = ne
 
 
 # ---------------------------------------------------------------------------
@@ -539,17 +614,36 @@ def _flatten(model, layers_mod):
     return [model]
 
 
+def _activation_options(name, layer):
+    """The activation's options (o0, o1), checked as its functional checks them."""
+    from . import _activations as A
+
+    opts = layer._options
+    if name == "leaky_relu":
+        return A._finite_float(opts["negative_slope"], "negative_slope"), 0.0
+    if name == "elu":
+        return A._finite_float(opts["alpha"], "alpha"), 0.0
+    if name == "softplus":
+        return (A._finite_float(opts["beta"], "beta", nonzero=True),
+                A._threshold(opts["threshold"]))
+    return 0.0, 0.0
+
+
 def _layer_table(model, layers_mod):
-    """(ops, slopes, affines, dtype) for the supported layer chain."""
+    """(ops, opts, affines, dtype) for the supported layer chain.
+
+    ``opts`` (float64, one row per layer): the activation's options o0, o1
+    in the order of its row in the op table; 0 where unused.
+    """
     if type(model) not in (layers_mod.Sequential, layers_mod.Affine):
         raise TypeError(
             f"model must be a fastdl.layers.Sequential or Affine, got {type(model).__name__}")
     chain = _flatten(model, layers_mod)
-    activations = {layers_mod.ReLU: _RELU, layers_mod.LeakyReLU: _LEAKY_RELU,
-                   layers_mod.Tanh: _TANH, layers_mod.Sigmoid: _SIGMOID}
+    activations = {getattr(layers_mod, cls): code_name
+                   for cls, code_name in _ACTIVATIONS.items()}
     affines = []
     ops = []
-    slopes = []
+    opts = []
     width = None
     for i, layer in enumerate(chain):
         kind = type(layer)
@@ -563,7 +657,7 @@ def _layer_table(model, layers_mod):
                                  "compile_step does not support shared layers")
             ops.append((_AFFINE, layer.in_features, layer.out_features,
                         int(layer.b is not None), len(affines)))
-            slopes.append(0.0)
+            opts.append((0.0, 0.0))
             affines.append(layer)
             width = layer.out_features
         elif kind in activations:
@@ -571,17 +665,13 @@ def _layer_table(model, layers_mod):
                 raise ValueError(
                     f"layer {i} ({layer!r}) comes before the first Affine layer; "
                     "compile_step needs the model to start with an Affine layer")
-            slope = 0.0
-            if kind is layers_mod.LeakyReLU:
-                slope = float(layer._options["negative_slope"])
-                if not math.isfinite(slope):
-                    raise ValueError(f"negative_slope must be finite, got {slope!r}")
-            ops.append((activations[kind], width, width, 0, -1))
-            slopes.append(slope)
+            code, name = activations[kind]
+            ops.append((code, width, width, 0, -1))
+            opts.append(_activation_options(name, layer))
         else:
             raise TypeError(
                 f"compile_step does not support layer {i}, {layer!r} ({kind.__name__}); "
-                "it supports Affine, ReLU, LeakyReLU, Tanh and Sigmoid (exact types, not "
+                f"it supports Affine, {', '.join(_ACTIVATIONS)} (exact types, not "
                 "subclasses). The layer API (model.forward/backward) works for every layer")
     if not affines:
         raise ValueError("the model has no Affine layer: nothing to train")
@@ -593,22 +683,39 @@ def _layer_table(model, layers_mod):
     dtype = dtypes.pop()
     if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise TypeError(f"parameter dtype {dtype}; compile_step supports float32 and float64")
-    return (np.array(ops, np.int64).reshape(-1, _OPS_COLS), np.array(slopes, np.float64),
-            affines, dtype)
+    return (np.array(ops, np.int64).reshape(-1, _OPS_COLS),
+            np.array(opts, np.float64).reshape(-1, 2), affines, dtype)
 
 
 def _criterion_kind(criterion, losses_mod):
-    """"ce" or "mse"; raises for anything compile_step does not fuse."""
+    """"ce" or the pointwise loss's op name; raises for anything compile_step does not fuse."""
     if type(criterion) is losses_mod.CrossEntropyLoss:
         _check_ce(criterion)
         return "ce"
-    if type(criterion) is losses_mod.MSELoss:
-        _check_reduction(criterion)
-        return "mse"
+    for cls, name in _POINTWISE_LOSSES.items():
+        if type(criterion) is getattr(losses_mod, cls):
+            _check_pointwise(criterion, name)
+            return name
     raise TypeError(
         f"compile_step does not support the criterion {criterion!r} "
-        f"({type(criterion).__name__}); it supports fastdl.losses.CrossEntropyLoss and "
-        "MSELoss. The layer API works with every loss")
+        f"({type(criterion).__name__}); it supports fastdl.losses.CrossEntropyLoss, "
+        f"{', '.join(_POINTWISE_LOSSES)} (exact types). The layer API works with every loss")
+
+
+def _check_pointwise(criterion, name):
+    """The pointwise loss's option o0 (Huber's delta, else 0), checked."""
+    from . import _activations as A
+
+    opts = criterion._options
+    if name == "binary_cross_entropy_with_logits":
+        for extra in ("weight", "pos_weight"):
+            if opts[extra] is not None:
+                raise ValueError(f"compile_step supports BCEWithLogitsLoss without {extra} "
+                                 f"({extra}=None); use the layer API for it")
+    _check_reduction(criterion)
+    if name == "huber_loss":
+        return A._finite_float(opts["delta"], "delta", positive=True)
+    return 0.0
 
 
 def _check_reduction(criterion):
@@ -696,8 +803,14 @@ class _Step:
     """``step(x, y) -> loss``: see :func:`compile_step`."""
 
     def __init__(self, model, criterion, optimizer, layers_mod, losses_mod, optim_mod):
-        self._ops, self._slopes, self._affines, self._dtype = _layer_table(model, layers_mod)
+        self._ops, self._opts, self._affines, self._dtype = _layer_table(model, layers_mod)
         self._loss = _criterion_kind(criterion, losses_mod)
+        # A pointwise loss's options, as last checked, and its o0.
+        self._loss_options = ()
+        self._loss_o0 = 0.0
+        if self._loss != "ce":
+            self._loss_options = tuple(criterion._options.values())
+            self._loss_o0 = _check_pointwise(criterion, self._loss)
         self._params = model.parameters()
         ids = {id(p) for p in self._params}
         if len(ids) != len(self._params):
@@ -707,8 +820,7 @@ class _Step:
         self._model = model
         self._criterion = criterion
         self._optimizer = optimizer
-        ce, mse = _kernels()
-        self._kernel = ce if self._loss == "ce" else mse
+        self._kernel = _kernels(self._loss)
         ops = self._ops
         self._n_in = int(ops[0, _N_IN])
         self._n_out = int(ops[-1, _N_OUT])
@@ -853,6 +965,13 @@ class _Step:
                     and crit.label_smoothing == 0):
                 ignore = _check_ce(crit)
         else:
+            # The loss's options are checked again when they changed (by
+            # identity: BCE's weight may be an array).
+            options = tuple(crit._options.values())
+            if len(options) != len(self._loss_options) or \
+                    any(map(operator.is_not, options, self._loss_options)):
+                self._loss_o0 = _check_pointwise(crit, self._loss)
+                self._loss_options = options
             if not (type(y) is np.ndarray and y.dtype is dt and y.flags.carray):
                 y = _as_input(y, dt, "y")
             if y.shape != (n, self._n_out):
@@ -878,7 +997,7 @@ class _Step:
 
         if self._loss == "ce":
             bad, loss = self._kernel(
-                x, y, self._ops, self._slopes, self._table, table, self._first_affine,
+                x, y, self._ops, self._opts, self._table, table, self._first_affine,
                 self._col_acc, row_loss, row_scale, ignore, reduction == "sum",
                 self._opt_kind, has_state, nesterov, first, t, hyper, self._scalars)
             if bad >= 0:
@@ -888,8 +1007,8 @@ class _Step:
                     f"valid labels are 0..{self._n_out - 1} or ignore_index={ignore}")
         else:
             _, loss = self._kernel(
-                x, y, self._ops, self._slopes, self._table, table, self._first_affine,
-                self._col_acc, reduction == "sum", self._opt_kind, has_state, nesterov,
+                x, y, self._ops, self._opts, self._table, table, self._first_affine,
+                self._col_acc, self._loss_o0, reduction == "sum", self._opt_kind, has_state, nesterov,
                 first, t, hyper, self._scalars)
 
         if self._opt_kind == _ADAM:

@@ -33,7 +33,10 @@ TOL = {np.dtype(np.float32): {"rtol": 1e-5, "atol": 1e-6},
        np.dtype(np.float64): {"rtol": 1e-12, "atol": 1e-13}}
 
 ACT = {"relu": layers.ReLU, "leaky": lambda: layers.LeakyReLU(0.2), "tanh": layers.Tanh,
-       "sigmoid": layers.Sigmoid}
+       "sigmoid": layers.Sigmoid, "elu": lambda: layers.ELU(0.7), "silu": layers.SiLU,
+       # threshold 1: beta * x > threshold (the identity branch) is taken
+       # for a good share of the pre-activations, as is the other branch.
+       "softplus": lambda: layers.Softplus(beta=1.5, threshold=1.0)}
 
 
 def _model(dtype, widths, acts, *, seed=0, bias=True):
@@ -80,6 +83,8 @@ def _batches(dtype, n_in, n_out, kind, sizes, rng, ignored=0, ignore_index=-100)
         if kind == "ce":
             y = rng.integers(0, n_out, n)
             y[rng.permutation(n)[:min(ignored, n)]] = ignore_index
+        elif kind == "bce":
+            y = rng.random(size=(n, n_out)).astype(dtype)  # probabilities
         else:
             y = rng.normal(size=(n, n_out)).astype(dtype)
         out.append((x, y))
@@ -112,6 +117,28 @@ CASES = [
      lambda: losses.CrossEntropyLoss(), lambda p: optim.Adam(p, lr=0.01), 0, True),
     ("f32-mse-sigmoid-out-sgd", np.float32, (12, 16, 3), ["relu", "sigmoid"],
      lambda: losses.MSELoss(), lambda p: optim.SGD(p, lr=0.5), 0, True),
+    ("f32-elu-silu-softplus-ce-mean-adam", np.float32, (12, 16, 9, 7, 5),
+     ["elu", "silu", "softplus"], lambda: losses.CrossEntropyLoss(),
+     lambda p: optim.Adam(p, lr=0.01), 0, True),
+    ("f64-softplus-elu-silu-ce-sum-momentum", np.float64, (12, 16, 9, 7, 5),
+     ["softplus", "elu", "silu"], lambda: losses.CrossEntropyLoss(reduction="sum"),
+     lambda p: optim.SGD(p, lr=0.02, momentum=0.9), 0, True),
+    ("f32-l1-mean-adam", np.float32, (12, 16, 3), ["elu"],
+     lambda: losses.L1Loss(), lambda p: optim.Adam(p, lr=0.01), 0, True),
+    ("f64-l1-sum-nesterov", np.float64, (12, 16, 9, 3), ["silu", "relu"],
+     lambda: losses.L1Loss(reduction="sum"),
+     lambda p: optim.SGD(p, lr=0.01, momentum=0.9, nesterov=True), 0, True),
+    ("f64-huber-mean-adam", np.float64, (12, 16, 3), ["softplus"],
+     lambda: losses.HuberLoss(delta=0.5), lambda p: optim.Adam(p, lr=0.01), 0, True),
+    ("f32-huber-sum-sgd-wd", np.float32, (12, 16, 9, 3), ["tanh", "elu"],
+     lambda: losses.HuberLoss(delta=1.5, reduction="sum"),
+     lambda p: optim.SGD(p, lr=0.02, weight_decay=0.01), 0, True),
+    ("f32-bce-mean-momentum", np.float32, (12, 16, 4), ["silu"],
+     lambda: losses.BCEWithLogitsLoss(), lambda p: optim.SGD(p, lr=0.1, momentum=0.5), 0,
+     True),
+    ("f64-bce-sum-adam-nobias", np.float64, (12, 16, 9, 4), ["leaky", "softplus"],
+     lambda: losses.BCEWithLogitsLoss(reduction="sum"), lambda p: optim.Adam(p, lr=0.01), 0,
+     (True, False, True)),
 ]
 
 
@@ -124,7 +151,8 @@ def test_matches_layer_api(case):
     opt = make_opt(model.parameters())
     ref_model, ref_crit, ref_opt = copy.deepcopy((model, crit, opt))
     step = compile_step(model, crit, opt)
-    kind = "ce" if isinstance(crit, losses.CrossEntropyLoss) else "mse"
+    kind = ("ce" if isinstance(crit, losses.CrossEntropyLoss)
+            else "bce" if isinstance(crit, losses.BCEWithLogitsLoss) else "regression")
     ignore_index = getattr(crit, "ignore_index", -100)
     # Full batches, then a last partial batch (its own buffers), then full again.
     batches = _batches(dtype, widths[0], widths[-1], kind, (8, 8, 8, 5, 8), rng, ignored,
@@ -300,8 +328,21 @@ class _MyReLU(layers.ReLU):
     pass
 
 
-@pytest.mark.parametrize("layer", [layers.ELU(), layers.SiLU(), layers.Softplus(), _MyReLU()],
-                         ids=["ELU", "SiLU", "Softplus", "ReLU-subclass"])
+class _MySoftplus(layers.Softplus):
+    pass
+
+
+class _Square(layers.Layer):
+    def forward(self, x):
+        self._x = x
+        return x * x
+
+    def backward(self, dy):
+        return 2 * self._x * dy
+
+
+@pytest.mark.parametrize("layer", [_Square(), _MyReLU(), _MySoftplus()],
+                         ids=["custom-layer", "ReLU-subclass", "Softplus-subclass"])
 def test_unsupported_layer_raises_type_error(layer):
     model = layers.Sequential(layers.Affine(4, 3, dtype=np.float64), layer,
                               layers.Affine(3, 2, dtype=np.float64))
@@ -310,9 +351,30 @@ def test_unsupported_layer_raises_type_error(layer):
     assert type(layer).__name__ in str(info.value)
 
 
+@pytest.mark.parametrize("layer, exc, match", [
+    (layers.LeakyReLU(float("nan")), ValueError, "negative_slope"),
+    (layers.ELU(float("inf")), ValueError, "alpha"),
+    (layers.ELU("big"), TypeError, "alpha"),
+    (layers.Softplus(beta=0.0), ValueError, "beta"),
+    (layers.Softplus(threshold=float("nan")), ValueError, "threshold"),
+])
+def test_bad_activation_options(layer, exc, match):
+    model = layers.Sequential(layers.Affine(4, 3, dtype=np.float64), layer,
+                              layers.Affine(3, 2, dtype=np.float64))
+    with pytest.raises(exc, match=match):
+        compile_step(model, losses.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1))
+
+
 @pytest.mark.parametrize("crit, exc, match", [
-    (losses.L1Loss(), TypeError, "L1Loss"),
-    (losses.BCEWithLogitsLoss(), TypeError, "BCEWithLogitsLoss"),
+    (losses.LogCoshLoss(), TypeError, "LogCoshLoss"),
+    (losses.KLDivLoss(), TypeError, "KLDivLoss"),
+    (losses.BCEWithLogitsLoss(weight=np.ones(5)), ValueError, "weight"),
+    (losses.BCEWithLogitsLoss(pos_weight=np.ones(5)), ValueError, "pos_weight"),
+    (losses.BCEWithLogitsLoss(reduction="none"), ValueError, "reduction"),
+    (losses.L1Loss(reduction="none"), ValueError, "reduction"),
+    (losses.HuberLoss(reduction="none"), ValueError, "reduction"),
+    (losses.HuberLoss(delta=0.0), ValueError, "delta"),
+    (losses.HuberLoss(delta=float("nan")), ValueError, "delta"),
     (losses.CrossEntropyLoss(weight=np.ones(5)), ValueError, "weight"),
     (losses.CrossEntropyLoss(label_smoothing=0.1), ValueError, "label_smoothing"),
     (losses.CrossEntropyLoss(reduction="none"), ValueError, "reduction"),
