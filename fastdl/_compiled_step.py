@@ -17,15 +17,18 @@ table describing the layers, and the code makes array views over them
 (``numba.carray``).  Passed as tuples of arrays instead, every depth,
 optimizer variant and bias pattern would be a new Numba type signature,
 compiled separately (seconds each) and unboxed array by array on every
-call; with the tables there is one compiled function per dtype and loss.
+call; with the tables there is one compiled function per dtype and loss
+(the pointwise losses share one step body, copied per loss on first use
+so that a step compiles only its own loss kernel).
 The Python side keeps a reference to every array it lists, so no address
 outlives its array, and before each call it checks (by identity) that the
 parameters, gradients and optimizer state are still the arrays it listed.
 
 Everything numerical is done by the Numba backend's own kernels (their
 serial dispatchers): the activations and their backward passes, the fused
-cross-entropy, the MSE loss, and the SGD/Adam updates, so the compiled
-step computes what ``use_backend("numba")`` computes, GEMMs aside.
+cross-entropy, the pointwise losses' fused ``<loss>_with_grad`` (loss and
+gradient in one pass), and the SGD/Adam updates, so the compiled step
+computes what ``use_backend("numba")`` computes, GEMMs aside.
 
 The GEMMs call NumPy's own BLAS when it can be found (NumPy's wheels:
 scipy-openblas64, see :func:`_find_numpy_cblas`), else Numba's ``np.dot``,
@@ -1008,8 +1011,8 @@ class _Step:
         else:
             _, loss = self._kernel(
                 x, y, self._ops, self._opts, self._table, table, self._first_affine,
-                self._col_acc, self._loss_o0, reduction == "sum", self._opt_kind, has_state, nesterov,
-                first, t, hyper, self._scalars)
+                self._col_acc, self._loss_o0, reduction == "sum", self._opt_kind, has_state,
+                nesterov, first, t, hyper, self._scalars)
 
         if self._opt_kind == _ADAM:
             opt.t = t
@@ -1042,12 +1045,15 @@ def compile_step(model, criterion, optimizer):
     Parameters
     ----------
     model : fastdl.layers.Sequential or fastdl.layers.Affine
-        A chain of ``Affine`` layers and ``ReLU``, ``LeakyReLU``, ``Tanh`` or
-        ``Sigmoid`` activations (nested Sequentials are flattened), starting
-        with an Affine layer, all of one dtype (float32 or float64).
-    criterion : fastdl.losses.CrossEntropyLoss or fastdl.losses.MSELoss
-        CrossEntropyLoss with ``weight=None`` and ``label_smoothing=0``
-        (``ignore_index`` is honoured), or MSELoss; reduction "mean" or "sum".
+        A chain of ``Affine`` layers and ``ReLU``, ``LeakyReLU``, ``Tanh``,
+        ``Sigmoid``, ``ELU``, ``SiLU`` or ``Softplus`` activations (with
+        their options; nested Sequentials are flattened), starting with an
+        Affine layer, all of one dtype (float32 or float64).
+    criterion : fastdl.losses loss
+        ``CrossEntropyLoss`` with ``weight=None`` and ``label_smoothing=0``
+        (``ignore_index`` is honoured); ``MSELoss``, ``L1Loss``,
+        ``HuberLoss`` (any ``delta``) or ``BCEWithLogitsLoss`` with
+        ``weight=None`` and ``pos_weight=None``.  Reduction "mean" or "sum".
     optimizer : fastdl.optim.SGD or fastdl.optim.Adam
         Over exactly ``model.parameters()`` (same objects, same order).
 
@@ -1056,9 +1062,10 @@ def compile_step(model, criterion, optimizer):
     step : callable
         ``step(x, y) -> float``: ``x`` (N, D) of the model's dtype (converted
         to C order when needed); ``y`` integer class indices (N,) for
-        cross-entropy, or an array of the output's shape and the model's
-        dtype for MSE.  Returns the loss (rounded to the model's dtype, as
-        the criterion returns it), after the update.
+        cross-entropy, or for the other losses an array of the output's
+        shape and the model's dtype (BCE: target probabilities).  Returns
+        the loss (rounded to the model's dtype, as the criterion returns
+        it), after the update.
 
     Raises
     ------
@@ -1067,10 +1074,13 @@ def compile_step(model, criterion, optimizer):
         which; the layer API still works for it), or mixed dtypes.
         ``step`` raises it for ``x``/``y`` of the wrong dtype.
     ValueError
-        Unsupported options (class weights, label smoothing, reduction
-        "none"), an optimizer over other parameters, shared layers or
-        parameters, inconsistent layer sizes.  ``step`` raises it for ``x``
-        or ``y`` of the wrong shape and for an empty batch.
+        Unsupported options (class weights, label smoothing, BCE's
+        ``weight``/``pos_weight``, reduction "none"), an activation or
+        Huber option its functional rejects (a non-finite ``alpha``, a zero
+        ``beta``, ``delta <= 0`` ...), an optimizer over other parameters,
+        shared layers or parameters, inconsistent layer sizes.  ``step``
+        raises it for ``x`` or ``y`` of the wrong shape and for an empty
+        batch.
     IndexError
         Raised by ``step`` for a class index outside ``[0, C)`` that is not
         ``ignore_index``, naming the label and its row; nothing is updated.
@@ -1082,8 +1092,10 @@ def compile_step(model, criterion, optimizer):
     -----
     The numerics are those of the Numba backend's kernels (stable
     log-sum-exp cross-entropy with float64 sums, overflow-free sigmoid and
-    tanh derivatives, ReLU derivative 0 at 0, the optimizers computed in the
-    parameters' dtype); bias gradients are summed in float64.  Results agree
+    tanh derivatives, ReLU derivative 0 at 0, softplus's ``threshold``
+    rule, the pointwise losses summed in float64 and "mean" dividing by the
+    element count, the optimizers computed in the parameters' dtype); bias
+    gradients are summed in float64.  Results agree
     with the layer API to rounding.
 
     Buffers for activations and gradients are allocated per batch size on
@@ -1098,7 +1110,8 @@ def compile_step(model, criterion, optimizer):
     ``fastdl._compiled_step.gemm_blas`` says which ("numpy" or "scipy").
 
     The model's structure and activation options are read once; parameter
-    arrays replaced later are picked up (checked by identity at each call).
+    arrays replaced later are picked up (checked by identity at each call),
+    and the criterion's reduction and options are read at each call.
     A step object is not thread-safe, like the layers it replaces.
 
     Examples

@@ -492,6 +492,33 @@ def test_mse_target_errors():
     _assert_unchanged(model, opt, snap)
 
 
+def test_pointwise_loss_options_are_read_every_call():
+    """Huber's delta changed between steps is used; a pos_weight set later is
+    rejected before anything is written (the layer API reads both at each forward)."""
+    rng = np.random.default_rng(14)
+    model = _model(np.float64, (12, 16, 5), ["elu"])
+    crit = losses.HuberLoss(delta=1.0)
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    ref_model, ref_crit, ref_opt = copy.deepcopy((model, crit, opt))
+    step = compile_step(model, crit, opt)
+    for i, (x, y) in enumerate(_batches(np.float64, 12, 5, "regression", (8,) * 3, rng)):
+        crit._options["delta"] = ref_crit._options["delta"] = 0.25 * (i + 1)
+        np.testing.assert_allclose(step(x, y), _python_step(ref_model, ref_crit, ref_opt, x, y),
+                                   rtol=1e-12)
+    _assert_same_state((model, opt), (ref_model, ref_opt), np.float64)
+    crit._options["delta"] = -1.0
+    with pytest.raises(ValueError, match="delta"):
+        step(x, y)
+
+    bce = losses.BCEWithLogitsLoss()
+    step = compile_step(model, bce, opt)
+    snap = _snapshot(model, opt)
+    bce._options["pos_weight"] = np.ones(5)
+    with pytest.raises(ValueError, match="pos_weight"):
+        step(x, rng.random((8, 5)))
+    _assert_unchanged(model, opt, snap)
+
+
 def test_compile_step_docstring_parameters_match_signature():
     import inspect
 
