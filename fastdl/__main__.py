@@ -3,7 +3,8 @@
 - ``demo``: train the digits MLP with fastdl and time a training step against
   the NumPy backend, plain NumPy and PyTorch (the README's main job).
 - ``bench``: the benchmark report: machine limits, every core kernel against
-  NumPy and PyTorch, start-up costs and targets, saved as markdown and a plot.
+  NumPy and PyTorch, start-up costs and targets, saved as markdown and a plot
+  in a new directory, with a short summary on stdout.
 - ``info``: versions, backends, build and threading settings.
 """
 
@@ -16,8 +17,9 @@ USAGE = """usage: python -m fastdl {demo,bench,info} [options]
   demo   train the digits MLP and time one step against NumPy and PyTorch
          (options: python -m fastdl demo --help)
   bench  benchmark report: core kernels against NumPy and PyTorch, copy
-         bandwidth, GEMM throughput, start-up costs; writes RESULTS.md and
-         results.png (options: python -m fastdl bench --help; --quick for CI)
+         bandwidth, GEMM throughput, start-up costs; writes RESULTS.md to a
+         new ./fastdl-bench-YYYYmmdd-HHMMSS/ (or --out DIR) and prints a
+         summary (options: python -m fastdl bench --help; --quick for CI)
   info   print versions, backends, build flags, threads and caches
 """
 
@@ -33,7 +35,7 @@ def main(argv=None):
 
         return run_train_demo(rest)
     if command == "bench":
-        from ._bench_report import run_report
+        from ._bench.cli import run_report
 
         return run_report(rest)
     if command == "info":
