@@ -6,6 +6,7 @@
   NumPy and PyTorch, start-up costs and targets, saved as markdown and a plot
   in a new directory, with a short summary on stdout.
 - ``info``: versions, backends, build and threading settings.
+- ``--version`` / ``-V``: ``fastdl <version>``.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from __future__ import annotations
 import sys
 
 USAGE = """usage: python -m fastdl {demo,bench,info} [options]
+       python -m fastdl --version
 
   demo   train the digits MLP and time one step against NumPy and PyTorch
-         (options: python -m fastdl demo --help)
+         (needs scikit-learn: pip install "fastdl[examples]";
+         options: python -m fastdl demo --help)
   bench  benchmark report: core kernels against NumPy and PyTorch, copy
          bandwidth, GEMM throughput, start-up costs; writes RESULTS.md to a
          new ./fastdl-bench-YYYYmmdd-HHMMSS/ (or --out DIR) and prints a
@@ -30,6 +33,11 @@ def main(argv=None):
         print(USAGE, end="")
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
+    if command in ("-V", "--version"):
+        from ._version import __version__
+
+        print(f"fastdl {__version__}")
+        return 0
     if command == "demo":
         from ._train_demo import run_train_demo
 
