@@ -13,6 +13,13 @@ Conventions
 * Output buffers are reused across calls with the same shape and dtype: the
   array ``forward`` returns is valid until the next ``forward`` of that layer
   with the same input shape (copy it to keep it).  ``backward`` likewise.
+* Every layer has a training mode, as PyTorch's modules: ``train()`` and
+  ``eval()`` set ``.training`` (a :class:`Sequential` sets it on every layer
+  inside); only :class:`Dropout` behaves differently in the two modes.
+* ``state_dict()`` maps parameter names (``"W"``, ``"b"``; ``"0.W"``,
+  ``"2.b"`` in a :class:`Sequential`, after the layer's index) to their
+  arrays; ``load_state_dict(d)`` copies arrays into the parameters in place,
+  and ``save(path)`` / ``load(path)`` do the same through an ``.npz`` file.
 
 Examples
 --------
@@ -23,22 +30,31 @@ Examples
 >>> dx = net.backward(np.ones_like(y))
 >>> y.shape, dx.shape, len(net.parameters())
 ((2, 3), (2, 4), 4)
+>>> list(net.state_dict())
+['0.W', '0.b', '2.W', '2.b']
 """
 
 from __future__ import annotations
 
 import math
+import operator
+from collections import namedtuple
+from types import MappingProxyType
 
 import numpy as np
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
 from . import _activations as F
+from . import _core
 from ._core import affine_backward, affine_forward
+from ._validate import normalize_axis
 
 __all__ = [
     "Parameter", "Layer", "Affine", "ReLU", "LeakyReLU", "ELU", "Sigmoid", "Tanh",
-    "SiLU", "Softplus", "Sequential",
+    "SiLU", "Softplus", "Softmax", "LogSoftmax", "Flatten", "Dropout", "Sequential",
 ]
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _plain(a):
@@ -244,12 +260,229 @@ def _buffer(cache, key, shape, dtype):
     return buf
 
 
+#: What :meth:`Layer.load_state_dict` returns, as PyTorch's ``load_state_dict``.
+IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
+
+
+def _output_grad(layer, dy, out_shape):
+    """``dy`` as an array, checked to have ``out_shape``, the shape of ``layer``'s last output."""
+    if out_shape is None:
+        raise RuntimeError("backward called before forward")
+    dy = np.asarray(dy)
+    if dy.shape != out_shape:
+        raise ValueError(f"{type(layer).__name__}: dy has shape {dy.shape}, the forward "
+                         f"output {out_shape}")
+    return dy
+
+
 class Layer:
-    """Base class: no parameters, identity-free; subclasses define forward/backward."""
+    """Base class: subclasses define ``forward``/``backward`` (and ``named_parameters``).
+
+    Every layer has, from this class, the training mode (``training``,
+    ``train()``, ``eval()``), ``parameters()`` and the state dict
+    (``state_dict()``, ``load_state_dict()``, ``save()``, ``load()``), all
+    derived from :meth:`named_parameters`.
+
+    Attributes
+    ----------
+    training : bool
+        True (the default) in training mode, False in evaluation mode.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastdl import layers
+    >>> net = layers.Sequential(layers.Affine(2, 2, rng=0), layers.Dropout(0.5))
+    >>> net.eval().training, net[1].training
+    (False, False)
+    >>> x = np.ones((1, 2), np.float32)
+    >>> net.forward(x) is net[0].forward(x)     # Dropout is the identity in eval mode
+    True
+    """
+
+    #: Training mode; ``train()`` / ``eval()`` set it on the instance.
+    training = True
+
+    def named_parameters(self):
+        """The layer's parameters with their names, as ``[(name, Parameter), ...]`` (a new list).
+
+        The names are the keys of :meth:`state_dict`; a layer without
+        parameters returns ``[]``.
+        """
+        return []
 
     def parameters(self):
         """The layer's :class:`Parameter` objects (a new list)."""
-        return []
+        return [p for _, p in self.named_parameters()]
+
+    def train(self, mode=True):
+        """Set training mode (``mode=True``) or evaluation mode; return the layer.
+
+        Parameters
+        ----------
+        mode : bool, default True
+
+        Returns
+        -------
+        self : Layer
+
+        Raises
+        ------
+        TypeError
+            ``mode`` is not a bool.
+        """
+        if not isinstance(mode, (bool, np.bool_)):
+            raise TypeError(f"training mode must be a bool, got {mode!r}")
+        self.training = bool(mode)
+        return self
+
+    def eval(self):
+        """Set evaluation mode (``train(False)``); return the layer."""
+        return self.train(False)
+
+    def state_dict(self):
+        """The parameters by name: ``{name: array}``, in :meth:`named_parameters` order.
+
+        The arrays are the parameters' own (``p.value``), not copies, as
+        PyTorch's state dicts hold the parameters' tensors: training goes on
+        changing them, so copy the dict's arrays to keep a snapshot
+        (``{k: v.copy() for k, v in layer.state_dict().items()}``).
+
+        Returns
+        -------
+        dict of str to ndarray
+        """
+        return {name: p.value for name, p in self.named_parameters()}
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy arrays into the parameters of the same name, in place.
+
+        The :class:`Parameter` objects and their arrays stay the same (so
+        optimizers created before keep updating them); only the values
+        change.  Every array is checked before any is copied, so a failed
+        load changes nothing.
+
+        Parameters
+        ----------
+        state_dict : mapping of str to array_like
+            As :meth:`state_dict` returns (or an ``np.load`` ``.npz`` file).
+        strict : bool, default True
+            Whether the keys must be exactly the parameters' names.  With
+            False, missing and unexpected keys are skipped and returned.
+
+        Returns
+        -------
+        IncompatibleKeys
+            A named tuple ``(missing_keys, unexpected_keys)``, lists of
+            names (both empty after a strict load).
+
+        Raises
+        ------
+        KeyError
+            ``strict`` and keys missing from ``state_dict`` or not naming a
+            parameter; the message lists both.
+        ValueError
+            An array whose shape is not its parameter's, or a parameter
+            array that is read-only.
+        TypeError
+            An array whose dtype is not its parameter's (no casting: a
+            float64 checkpoint does not silently load into float32).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastdl.layers import Affine
+        >>> a, b = Affine(3, 2, rng=0), Affine(3, 2, rng=1)
+        >>> W = b.W
+        >>> b.load_state_dict(a.state_dict())
+        IncompatibleKeys(missing_keys=[], unexpected_keys=[])
+        >>> b.W is W, bool(np.array_equal(b.W, a.W))
+        (True, True)
+        >>> b.load_state_dict({"W": a.W.value})
+        Traceback (most recent call last):
+        ...
+        KeyError: "Affine.load_state_dict: missing keys ['b'] (the layer's keys are ['W', 'b'])"
+        """
+        named = self.named_parameters()
+        own = dict(named)
+        missing = [name for name in own if name not in state_dict]
+        unexpected = [key for key in state_dict.keys() if key not in own]
+        if strict and (missing or unexpected):
+            what = [f"{label} keys {keys}" for label, keys in
+                    (("missing", missing), ("unexpected", unexpected)) if keys]
+            raise KeyError(f"{type(self).__name__}.load_state_dict: {'; '.join(what)} "
+                           f"(the layer's keys are {list(own)})")
+        updates = []
+        for name, p in named:
+            if name not in state_dict:
+                continue
+            value = np.asarray(state_dict[name])
+            if value.shape != p.value.shape:
+                raise ValueError(f"{name}: the state dict has shape {value.shape}, "
+                                 f"the parameter {p.value.shape}")
+            if value.dtype != p.value.dtype:
+                raise TypeError(f"{name}: the state dict has dtype {value.dtype}, "
+                                f"the parameter {p.value.dtype}")
+            if not p.value.flags.writeable:
+                raise ValueError(f"{name}: the parameter's array is read-only")
+            updates.append((p.value, value))
+        for dst, src in updates:
+            np.copyto(dst, src)
+        return IncompatibleKeys(missing, unexpected)
+
+    def save(self, path):
+        """Write :meth:`state_dict` to an ``.npz`` file (``np.savez``).
+
+        Parameters
+        ----------
+        path : str, os.PathLike or file
+            Where to write; NumPy appends ``.npz`` to a name without it.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> from fastdl import layers
+        >>> net = layers.Sequential(layers.Affine(3, 4, rng=0), layers.Tanh(), layers.Affine(4, 2, rng=1))
+        >>> path = os.path.join(tempfile.mkdtemp(), "net.npz")
+        >>> net.save(path)
+        >>> fresh = layers.Sequential(layers.Affine(3, 4), layers.Tanh(), layers.Affine(4, 2))
+        >>> _ = fresh.load(path)
+        >>> x = np.ones((1, 3), np.float32)
+        >>> bool(np.array_equal(fresh.forward(x), net.forward(x)))
+        True
+        """
+        np.savez(path, **self.state_dict())
+
+    def load(self, path, strict=True):
+        """Load parameters saved by :meth:`save` (``np.load(path, allow_pickle=False)``).
+
+        Parameters
+        ----------
+        path : str, os.PathLike or file
+            An ``.npz`` file.
+        strict : bool, default True
+            As for :meth:`load_state_dict`.
+
+        Returns
+        -------
+        IncompatibleKeys
+            As :meth:`load_state_dict` returns.
+
+        Raises
+        ------
+        ValueError
+            ``path`` is not an ``.npz`` archive; and as :meth:`load_state_dict`.
+        KeyError, TypeError
+            As :meth:`load_state_dict`.
+        """
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError(f"{path!r} is a single array (.npy), not an .npz archive "
+                             "written by save()")
+        with data:
+            state = {key: data[key] for key in data.files}
+        return self.load_state_dict(state, strict=strict)
 
     def forward(self, x):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -344,8 +577,9 @@ class Affine(Layer):
                 raise TypeError(f"{name} has dtype {value.dtype}; use float32 or float64")
         object.__setattr__(self, name, value)
 
-    def parameters(self):
-        return [self.W] if self.b is None else [self.W, self.b]
+    def named_parameters(self):
+        """``[("W", W), ("b", b)]`` (without ``b`` when ``bias=False``)."""
+        return [("W", self.W)] if self.b is None else [("W", self.W), ("b", self.b)]
 
     def forward(self, x):
         x = np.asarray(x)
@@ -384,30 +618,46 @@ class _Elementwise(Layer):
     """An activation: ``forward`` = ``fastdl.<name>``, ``backward`` = ``<name>_backward``."""
 
     _name = ""
+    #: The module holding ``<name>`` and ``<name>_backward``.
+    _functions = F
+    #: Whether ``<name>_backward`` takes the forward output ``y`` (softmax,
+    #: log_softmax) rather than the forward input ``x`` (the activations).
+    _backward_takes_output = False
 
     def __init__(self, **options):
         self._options = options
-        self._forward = getattr(F, self._name)
-        self._backward = getattr(F, self._name + "_backward")
-        self._x = None
+        self._forward = getattr(self._functions, self._name)
+        self._backward = getattr(self._functions, self._name + "_backward")
+        self._saved = None
         self._bufs = {}
+
+    @property
+    def options(self):
+        """The options passed to the functional, e.g. ``{"negative_slope": 0.01}`` (read-only).
+
+        A read-only view (``types.MappingProxyType``) of the layer's own
+        options, empty for an activation without options.
+        """
+        return MappingProxyType(self._options)
 
     def forward(self, x):
         x = np.asarray(x)
-        self._x = x
         out = None
-        if x.dtype in (np.float32, np.float64):
+        if x.dtype in _FLOATS:
             out = _buffer(self._bufs, "y", x.shape, x.dtype)
-        return self._forward(x, out=out, **self._options)
+        y = self._forward(x, out=out, **self._options)
+        self._saved = y if self._backward_takes_output else x
+        return y
 
     def backward(self, dy):
-        if self._x is None:
+        saved = self._saved
+        if saved is None:
             raise RuntimeError("backward called before forward")
         dy = np.asarray(dy)
         out = None
-        if dy.dtype == self._x.dtype and dy.shape == self._x.shape:
-            out = _buffer(self._bufs, "dx", self._x.shape, self._x.dtype)
-        return self._backward(dy, self._x, out=out, **self._options)
+        if dy.dtype == saved.dtype and dy.shape == saved.shape:
+            out = _buffer(self._bufs, "dx", saved.shape, saved.dtype)
+        return self._backward(dy, saved, out=out, **self._options)
 
     def __repr__(self):
         opts = ", ".join(f"{k}={v!r}" for k, v in self._options.items())
@@ -465,12 +715,220 @@ class Softplus(_Elementwise):
         super().__init__(beta=beta, threshold=threshold)
 
 
+class _AlongAxis(_Elementwise):
+    """Softmax and log-softmax: one option, ``axis``; backward from the forward output."""
+
+    _functions = _core
+    _backward_takes_output = True
+
+    def __init__(self, axis=-1):
+        super().__init__(axis=operator.index(axis))
+
+
+class Softmax(_AlongAxis):
+    """Softmax along ``axis`` (PyTorch's ``nn.Softmax(dim)``); see :func:`fastdl.softmax`.
+
+    ``backward`` is :func:`fastdl.softmax_backward` of the forward output.
+
+    Parameters
+    ----------
+    axis : int, default -1
+        The axis that sums to 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastdl.layers import Softmax
+    >>> layer = Softmax()
+    >>> layer.forward(np.log(np.array([[1.0, 3.0]])))
+    array([[0.25, 0.75]])
+    >>> layer.backward(np.array([[1.0, 1.0]]))    # the sum is constant: no gradient
+    array([[0., 0.]])
+    """
+
+    _name = "softmax"
+
+
+class LogSoftmax(_AlongAxis):
+    """Log-softmax along ``axis`` (PyTorch's ``nn.LogSoftmax(dim)``); see :func:`fastdl.log_softmax`.
+
+    ``backward`` is :func:`fastdl.log_softmax_backward` of the forward output.
+
+    Parameters
+    ----------
+    axis : int, default -1
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastdl.layers import LogSoftmax
+    >>> LogSoftmax().forward(np.array([1000.0, 1.0, 0.0]))
+    array([    0.,  -999., -1000.])
+    """
+
+    _name = "log_softmax"
+
+
+class Flatten(Layer):
+    """Merge axes ``start_axis`` … ``end_axis`` into one (PyTorch's ``nn.Flatten``).
+
+    The default keeps the batch axis: (N, d1, d2, …) becomes (N, d1·d2·…).
+    ``forward`` returns a view of ``x`` when NumPy can (as ``reshape``);
+    ``backward`` reshapes ``dy`` back to the input's shape.
+
+    Parameters
+    ----------
+    start_axis : int, default 1
+    end_axis : int, default -1
+        First and last axis merged (negative counts from the end).
+
+    Raises
+    ------
+    numpy.exceptions.AxisError
+        (in ``forward``) An axis out of range for the input (a ValueError
+        and IndexError).
+    ValueError
+        (in ``forward``) ``start_axis`` after ``end_axis``; (in
+        ``backward``) ``dy`` not of the forward output's shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastdl.layers import Flatten
+    >>> layer = Flatten()
+    >>> layer.forward(np.zeros((2, 3, 4))).shape
+    (2, 12)
+    >>> layer.backward(np.zeros((2, 12))).shape
+    (2, 3, 4)
+    """
+
+    def __init__(self, start_axis=1, end_axis=-1):
+        self.start_axis = operator.index(start_axis)
+        self.end_axis = operator.index(end_axis)
+        self._in_shape = None
+        self._out_shape = None
+
+    def forward(self, x):
+        x = np.asarray(x)
+        start = normalize_axis(self.start_axis, x.ndim)
+        end = normalize_axis(self.end_axis, x.ndim)
+        if start > end:
+            raise ValueError(f"Flatten: start_axis {self.start_axis} comes after end_axis "
+                             f"{self.end_axis} for an input of shape {x.shape}")
+        shape = x.shape
+        # math.prod, not -1: reshape cannot infer -1 when another axis is 0.
+        out_shape = (*shape[:start], math.prod(shape[start:end + 1]), *shape[end + 1:])
+        self._in_shape, self._out_shape = shape, out_shape
+        return x.reshape(out_shape)
+
+    def backward(self, dy):
+        dy = _output_grad(self, dy, self._out_shape)
+        return dy.reshape(self._in_shape)
+
+    def __repr__(self):
+        return f"Flatten(start_axis={self.start_axis}, end_axis={self.end_axis})"
+
+
+class Dropout(Layer):
+    """Inverted dropout (PyTorch's ``nn.Dropout``): zero elements with probability ``p``.
+
+    In training mode each element of ``x`` is kept with probability
+    ``1 - p`` and scaled by ``1 / (1 - p)``, so the expected output is ``x``;
+    ``backward`` multiplies ``dy`` by the same mask and scale.  In
+    evaluation mode (``eval()``) the layer is the identity: ``forward``
+    returns ``x`` itself and ``backward`` returns ``dy``.
+
+    Parameters
+    ----------
+    p : float, default 0.5
+        Probability of zeroing an element, in [0, 1).  ``p = 0`` is the
+        identity in both modes.
+    seed : int, numpy.random.Generator or None, optional
+        Seed or generator of the masks (``np.random.default_rng(seed)``):
+        the same seed gives the same sequence of masks.  None draws fresh
+        entropy (a different run each time, as PyTorch without a seed).
+
+    Raises
+    ------
+    ValueError
+        ``p`` outside [0, 1) (``p = 1`` would drop everything and divide by 0).
+    TypeError
+        (in ``forward``) An input that is not float32 or float64.
+
+    Notes
+    -----
+    The masks cannot match PyTorch's bit for bit (another random
+    generator); their distribution and the scaling are the same.  An
+    element is kept when a uniform draw ``u`` in [0, 1) (of the input's
+    dtype) satisfies ``u >= p``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastdl.layers import Dropout
+    >>> drop = Dropout(0.5, seed=0)
+    >>> y = drop.forward(np.ones(8))
+    >>> sorted(set(y.tolist()))                 # dropped (0) or scaled by 1 / (1 - p)
+    [0.0, 2.0]
+    >>> bool(np.array_equal(drop.backward(np.ones(8)), y))
+    True
+    >>> drop.eval().forward(np.ones(3))
+    array([1., 1., 1.])
+    """
+
+    def __init__(self, p=0.5, seed=None):
+        p = float(p)
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability p must be in [0, 1), got {p!r}")
+        self.p = p
+        self._rng = np.random.default_rng(seed)
+        self._mask = None
+        self._out_shape = None
+        self._bufs = {}
+
+    def forward(self, x):
+        x = np.asarray(x)
+        if x.dtype not in _FLOATS:
+            raise TypeError(f"Dropout supports float32 and float64 inputs, got {x.dtype}")
+        self._out_shape = x.shape
+        if not self.training or self.p == 0.0:
+            self._mask = None
+            return x
+        # mask = [u >= p] / (1 - p), built in one buffer: u ~ U[0, 1), then
+        # the comparison (0 or 1) in place, then the scale.
+        mask = _buffer(self._bufs, "mask", x.shape, x.dtype)
+        self._rng.random(dtype=x.dtype, out=mask)
+        np.greater_equal(mask, self.p, out=mask)
+        mask *= 1.0 / (1.0 - self.p)
+        self._mask = mask
+        return np.multiply(x, mask, out=_buffer(self._bufs, "y", x.shape, x.dtype))
+
+    def backward(self, dy):
+        dy = _output_grad(self, dy, self._out_shape)
+        mask = self._mask
+        if mask is None:
+            return dy
+        out = _buffer(self._bufs, "dx", dy.shape, dy.dtype) if dy.dtype == mask.dtype else None
+        return np.multiply(dy, mask, out=out)
+
+    def __repr__(self):
+        return f"Dropout(p={self.p})"
+
+
 class Sequential(Layer):
     """Layers applied in order; ``backward`` runs them in reverse.
+
+    ``train()`` / ``eval()`` set the mode of every layer inside (and of
+    nested Sequentials).  Parameter names are prefixed with the layer's
+    index, as in PyTorch: ``"0.W"``, ``"0.b"``, ``"2.W"``, ``"1.0.W"`` for a
+    nested one.
 
     Parameters
     ----------
     *layers : Layer
+        Any objects with ``forward`` and ``backward``; one without
+        ``named_parameters`` contributes its ``parameters()`` named by
+        position (``"3.0"``, ``"3.1"``), one without ``train`` keeps its mode.
     """
 
     def __init__(self, *layers):
@@ -480,8 +938,32 @@ class Sequential(Layer):
                 raise TypeError(f"{layer!r} is not a layer (needs forward and backward)")
         self.layers = list(layers)
 
-    def parameters(self):
-        return [p for layer in self.layers for p in layer.parameters()]
+    def named_parameters(self):
+        """``[("<index>.<name>", Parameter), ...]`` over the layers, in order."""
+        named = []
+        for i, layer in enumerate(self.layers):
+            inner = getattr(layer, "named_parameters", None)
+            pairs = inner() if inner is not None else enumerate(layer.parameters())
+            named.extend((f"{i}.{name}", p) for name, p in pairs)
+        return named
+
+    def train(self, mode=True):
+        """Set the mode of this Sequential and of every layer in it; return self.
+
+        Parameters
+        ----------
+        mode : bool, default True
+            True for training mode, False for evaluation mode.
+
+        Returns
+        -------
+        self : Sequential
+        """
+        super().train(mode)
+        for layer in self.layers:
+            if callable(getattr(layer, "train", None)):
+                layer.train(mode)
+        return self
 
     def forward(self, x):
         for layer in self.layers:
