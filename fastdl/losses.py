@@ -20,9 +20,11 @@ array([1., 3.])
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import numpy as np
 
-from . import _losses as F
+from . import _loss_functions as F
 from ._core import cross_entropy_with_grad
 from ._linear_ce import linear_cross_entropy_with_grad
 from .layers import Affine
@@ -41,6 +43,16 @@ class Loss:
         self._options = options
         self._saved = None
         self._grad = None
+
+    @property
+    def options(self):
+        """The loss's options besides ``reduction``, e.g. ``{"delta": 1.0}`` (read-only).
+
+        A read-only view (``types.MappingProxyType``) of the keyword
+        arguments passed to the functional, empty for a loss without
+        options; ``reduction`` is the attribute of its own name.
+        """
+        return MappingProxyType(self._options)
 
     def forward(self, input, target):
         """The loss of ``input`` against ``target`` (see the functional's docs)."""
