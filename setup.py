@@ -1,4 +1,4 @@
-"""Build the Cython kernels in ``kernels/`` into ``fastdl.backends``.
+"""Build the Cython kernels in ``kernels/`` into ``fastdl.backends.cython``.
 
 OpenMP is used when the compiler accepts it (checked by compiling a small
 test program); without it the kernels build and run serially, and
@@ -193,7 +193,8 @@ class BuildExtWithInfo(build_ext):
     def run(self):
         super().run()
         ext_path = Path(self.get_ext_fullpath(self.extensions[0].name))
-        target = ext_path.parent.parent / "_build_info.py"  # fastdl/backends/x -> fastdl/
+        package = next(p for p in ext_path.parents if p.name == "fastdl")
+        target = package / "_build_info.py"  # fastdl/backends/cython/x -> fastdl/
         cc = self.compiler.compiler_so if hasattr(self.compiler, "compiler_so") else []
         target.write_text(
             BUILD_INFO.format(
@@ -271,11 +272,26 @@ def _serial_twin_source(pyx):
             f'include "{pyx.name}"\n')
     if not twin.exists() or twin.read_text() != text:
         twin.write_text(text)
+    _drop_stale_c(twin, f"fastdl.backends.cython._{pyx.stem}_serial")
     return str(SERIAL_SRC / twin.name)
 
 
+def _drop_stale_c(pyx, module):
+    """Delete ``pyx``'s generated C file if it was made for another module name.
+
+    cythonize regenerates a .c only when a source is newer, and the module
+    name is not one of its inputs: a .c left from before a module moved would
+    compile into a library whose init function has the old name (the import
+    then fails with "does not define module export function").
+    """
+    c = pyx.with_suffix(".c")
+    if c.exists() and f'"{module}"' not in c.read_text(errors="replace"):
+        c.unlink()
+
+
 def extensions():
-    """Each ``kernels/<stem>.pyx`` twice: ``_cy_<stem>`` and ``_cy_<stem>_serial``.
+    """Each ``kernels/<stem>.pyx`` twice, as ``fastdl.backends.cython._<stem>``
+    and ``fastdl.backends.cython._<stem>_serial``.
 
     The twin is the same source compiled without OpenMP, where Cython's
     ``prange`` is a plain loop.  Entering an OpenMP parallel region costs
@@ -292,9 +308,10 @@ def extensions():
     expand_templates()
     exts = []
     for pyx in sorted(Path(HERE, "kernels").glob("*.pyx")):
+        _drop_stale_c(pyx, f"fastdl.backends.cython._{pyx.stem}")
         exts.append(
             Extension(
-                f"fastdl.backends._cy_{pyx.stem}",
+                f"fastdl.backends.cython._{pyx.stem}",
                 [str(pyx.relative_to(HERE))],
                 define_macros=macros + [("FASTDL_HAVE_OPENMP", "1" if OMP_C else "0")],
                 extra_compile_args=OPT + OMP_C,
@@ -304,7 +321,7 @@ def extensions():
         )
         exts.append(
             Extension(
-                f"fastdl.backends._cy_{pyx.stem}_serial",
+                f"fastdl.backends.cython._{pyx.stem}_serial",
                 [_serial_twin_source(pyx)],
                 define_macros=macros + [("FASTDL_HAVE_OPENMP", "0")],
                 extra_compile_args=OPT,

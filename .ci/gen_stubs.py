@@ -1,4 +1,4 @@
-"""Regenerate the stubs fastdl/backends/_cy_*.pyi from the ``def`` signatures in kernels/*.pyx.
+"""Regenerate the stubs fastdl/backends/cython/_*.pyi from the ``def`` signatures in kernels/*.pyx.
 
 Usage (from the repository root): python .ci/gen_stubs.py
 tests/test_install.py::test_stub_matches_compiled_module fails when a stub
@@ -49,8 +49,8 @@ for pyx in sorted(pathlib.Path("kernels").glob("*.pyx")):
         if doc:
             first = " ".join(doc.group(1).split("\n\n")[0].split())
             lines[-1] = f"def {name}({params}) -> {ret}:\n    \"\"\"{first}\"\"\"\n    ..."
-    mod = f"_cy_{pyx.stem}"
-    out = f'''"""Type stubs for the compiled module ``fastdl.backends.{mod}`` (kernels/{pyx.name}).{origin}
+    mod = f"_{pyx.stem}"
+    out = f'''"""Type stubs for the compiled module ``fastdl.backends.cython.{mod}`` (kernels/{pyx.name}).{origin}
 
 Kernels trust their arguments (see the contract in :mod:`fastdl.backends`):
 C-contiguous arrays, all float arrays of one dtype (float32 or float64, the
@@ -67,5 +67,5 @@ from numpy.typing import NDArray
 _F = TypeVar("_F", np.float32, np.float64)
 
 ''' + ("#: Whether the module was compiled with OpenMP (else its kernels run serially).\nHAVE_OPENMP: bool\n\n" if "HAVE_OPENMP =" in src else "") + "\n\n".join(lines) + "\n"
-    pathlib.Path(f"fastdl/backends/{mod}.pyi").write_text(out)
+    pathlib.Path(f"fastdl/backends/cython/{mod}.pyi").write_text(out)
     print(mod, len(lines))

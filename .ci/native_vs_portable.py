@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 import fastdl
-from fastdl.backends import _cy_cross_entropy_serial, _cy_softmax_serial
+from fastdl.backends.cython import _cross_entropy_serial, _softmax_serial
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -42,12 +42,12 @@ def build_native(workdir):
     env = dict(os.environ, CFLAGS="-march=native")
     subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace", "-q"], cwd=src,
                    env=env, check=True, stdout=subprocess.DEVNULL)
-    return src / "fastdl" / "backends"
+    return src / "fastdl" / "backends" / "cython"
 
 
 def load(path_dir, name):
     path = next(path_dir.glob(f"{name}.*.so"))
-    full = f"fastdl.backends.{name}"
+    full = f"fastdl.backends.cython.{name}"
     loader = importlib.machinery.ExtensionFileLoader(full, str(path))
     spec = importlib.util.spec_from_file_location(full, str(path), loader=loader)
     module = importlib.util.module_from_spec(spec)
@@ -86,10 +86,10 @@ def contenders(dtype, native_sm, native_ce, rng):
         return lambda: f(x, out, 1)
 
     return {
-        "softmax": {"numpy": lambda: np_softmax(x), "portable": sm(_cy_softmax_serial),
+        "softmax": {"numpy": lambda: np_softmax(x), "portable": sm(_softmax_serial),
                     "native": sm(native_sm)},
         "cross_entropy_with_grad": {"numpy": lambda: np_ce_with_grad(x, t),
-                                    "portable": ce(_cy_cross_entropy_serial),
+                                    "portable": ce(_cross_entropy_serial),
                                     "native": ce(native_ce)},
     }
 
@@ -114,12 +114,12 @@ def main():
     args = p.parse_args()
     workdir = args.keep or tempfile.mkdtemp(prefix="fastdl-native-")
     try:
-        backends = Path(workdir, "src", "fastdl", "backends")
-        if not any(backends.glob("_cy_softmax_serial.*.so")):
+        backends = Path(workdir, "src", "fastdl", "backends", "cython")
+        if not any(backends.glob("_softmax_serial.*.so")):
             print(f"building the -march=native copy in {workdir} ...", flush=True)
             backends = build_native(workdir)
-        native_sm = load(backends, "_cy_softmax_serial")
-        native_ce = load(backends, "_cy_cross_entropy_serial")
+        native_sm = load(backends, "_softmax_serial")
+        native_ce = load(backends, "_cross_entropy_serial")
         fastdl.set_num_threads(1)
         rng = np.random.default_rng(0)
         print(f"{'kernel':<26}{'dtype':<9}{'portable':>10}{'native':>10}"

@@ -46,13 +46,13 @@ def has(names, pat): return [n for n in names if fnmatch.fnmatch(n, pat)]
 problems = []
 for pat in ["kernels/*.pyx", "kernels/_common.pxd", "kernels/_fastexp.h", "tests/test_*.py",
             "tests/conftest.py", "bench/*.py", "examples/*.py", "fastdl/py.typed",
-            "fastdl/backends/_cy_*.pyi", "CHANGELOG.md", "setup.py", "pyproject.toml"]:
+            "fastdl/backends/cython/_*.pyi", "CHANGELOG.md", "setup.py", "pyproject.toml"]:
     if not has(s, pat): problems.append(f"sdist lacks {pat}")
 if not has(s, "tests/c/simd_copies.c"): problems.append("sdist lacks tests/c/simd_copies.c")
 for pat in ["*.c", "*.so", "*.pyd", "*.nbi", "*.nbc", "*__pycache__*", "fastdl/_build_info.py"]:
     found = [n for n in has(s, pat) if n != "tests/c/simd_copies.c"]  # a test's source
     if found: problems.append(f"sdist ships {pat}: {found[:3]}")
-for pat in ["fastdl/backends/_cy_*.so", "fastdl/backends/_cy_*.pyi", "fastdl/py.typed",
+for pat in ["fastdl/backends/cython/_*.so", "fastdl/backends/cython/_*.pyi", "fastdl/py.typed",
             "fastdl/_build_info.py", "fastdl/_version.py"]:
     if not has(w, pat): problems.append(f"wheel lacks {pat}")
 for pat in ["*.pyx", "*.c", "*.nbi", "*.nbc", "tests/*"]:

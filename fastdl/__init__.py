@@ -29,9 +29,9 @@ from ._core import (
 )
 from ._info import show_config
 from ._warmup import warmup
-from . import _activations, _losses
+from . import _activations, _loss_functions
 from ._activations import *  # noqa: F401,F403  (the activations of the op table)
-from ._losses import *  # noqa: F401,F403  (the pointwise losses and entropy)
+from ._loss_functions import *  # noqa: F401,F403  (the pointwise losses and entropy)
 from ._linear_ce import (
     linear_cross_entropy,
     linear_cross_entropy_backward,
@@ -77,4 +77,4 @@ __all__ = [
     "optim",
     "data",
     "compile_step",
-] + _activations.__all__ + _losses.__all__
+] + _activations.__all__ + _loss_functions.__all__

@@ -2,7 +2,7 @@
 
 Each function validates and converts its inputs, flattens them to
 C-contiguous 1-D arrays and calls the "elementwise" kernel family of the
-backend in force (the contract is in :mod:`fastdl.backends.numpy_elementwise`).
+backend in force (the contract is in :mod:`fastdl.backends.numpy.elementwise`).
 The ops themselves are listed once, in the op table (:mod:`fastdl._ops`).
 
 Shapes: any shape (0-d included) is accepted; the result has the input's

@@ -67,7 +67,7 @@ def _load(name, family="core"):
             return _loaded.get(key)
         suffix, kernels = FAMILIES[family]
         try:
-            mod = importlib.import_module(f"fastdl.backends.{name}_{suffix}")
+            mod = importlib.import_module(f"fastdl.backends.{name}.{suffix}")
             missing = [k for k in kernels if not callable(getattr(mod, k, None))]
             if missing:
                 raise ImportError(f"backend module lacks kernels {missing}")

@@ -499,9 +499,9 @@ def _setup_kernels():
         from numba.core import cgutils
         from numba.extending import intrinsic
 
-        from .backends import _numba_kernels as nk
-        from .backends import numba_elementwise as ne
-        from .backends import numba_optim as no
+        from .backends.numba import _jit as nk
+        from .backends.numba import elementwise as ne
+        from .backends.numba import optim as no
     except ImportError as exc:
         raise ImportError(f"fastdl.compile_step needs Numba: {exc}") from None
 

@@ -73,6 +73,22 @@ ELEMENTWISE_AUTO_ORDER = ("numba", "cython")
 DEFAULT_AUTO_ORDER = ("cython", "numba")
 
 
+#: The bias add and the bias gradient of the affine kernels are serial (every
+#: backend; there is no parallel copy): right after a multi-threaded GEMM,
+#: BLAS's worker threads are still spinning, and a parallel region of our own
+#: on the same cores fights them.  Measured (2 cores, 2 threads,
+#: 256x1024x1024 float32, interleaved medians): affine_forward took 1.23x the
+#: bare GEMM with a parallel bias add and 1.00x with a serial one;
+#: affine_backward 1.10x against 0.98x; at 2048x1024x1024 within 1%.  A
+#: statement of policy for the kernels' docstrings, not a switch.
+BIAS_SERIAL = True
+
+#: Below this many rows the per-row float64 losses of cross-entropy are
+#: summed with ``math.fsum`` (exactly rounded: the loss does not depend on
+#: the row order); above it with NumPy's pairwise sum (error O(log N) ulp),
+#: where fsum's cost (about 30 ns per row) would show next to the kernel.
+EXACT_SUM_MAX_ROWS = 1 << 16
+
 #: How long (in spin iterations) an idle GNU OpenMP thread busy-waits for
 #: more work before it sleeps.  libgomp's default (300,000 when
 #: OMP_WAIT_POLICY is unset) keeps our OpenMP threads spinning on every core
@@ -140,7 +156,7 @@ def threads_for(n_elements: int) -> int:
 # i.e. while importing the backend.  Setting ``numba.config.CACHE_DIR``
 # ourselves would work only if done before the dispatchers are created, and
 # would also move the cache of the user's own Numba functions.  Instead
-# :func:`numba_cache_setup` (called once by ``_numba_kernels`` when it
+# :func:`numba_cache_setup` (called once by ``backends/numba/_jit.py`` when it
 # computes its jit options, before any fastdl dispatcher exists):
 #
 # 1. picks one directory by probing, in order, FASTDL_NUMBA_CACHE_DIR,
@@ -237,13 +253,13 @@ def _sources_stamp() -> bytes:
     """One hash of every source that shapes fastdl's Numba machine code.
 
     Numba invalidates a cache entry only when the *defining* file changes.
-    fastdl's kernels span files: ``numba_elementwise.py`` takes its jit
-    options (fastmath flags) and helpers from ``_numba_kernels.py``, and the
+    fastdl's kernels span files: ``numba/elementwise.py`` takes its jit
+    options (fastmath flags) and helpers from ``numba/_jit.py``, and the
     flags come from this module.  Changing one of those left the other
     files' entries valid, so a process could load machine code built from
     older sources or flags (seen here: a stale entry masked a change in
     special-value behaviour).  The stamp covers ``_config.py``,
-    ``_compiled_step.py`` and every ``fastdl/backends/*numba*.py``, plus the fastmath flags and Numba's
+    ``_compiled_step.py`` and every ``fastdl/backends/numba/*.py``, plus the fastmath flags and Numba's
     version, so any change recompiles all of fastdl's kernels once.
     """
     if not _STAMP:
@@ -254,7 +270,7 @@ def _sources_stamp() -> bytes:
         h = hashlib.sha256()
         h.update(repr((numba.__version__, sorted(NUMBA_FASTMATH))).encode())
         files = [_PACKAGE_DIR / "_config.py", _PACKAGE_DIR / "_compiled_step.py"]
-        files += sorted((_PACKAGE_DIR / "backends").glob("*numba*.py"))
+        files += sorted((_PACKAGE_DIR / "backends" / "numba").glob("*.py"))
         for f in files:
             h.update(f.name.encode())
             h.update(f.read_bytes())
@@ -265,7 +281,7 @@ def _sources_stamp() -> bytes:
 def numba_cache_setup() -> bool:
     """Choose where Numba caches fastdl's kernels; return whether to cache.
 
-    Call before creating any fastdl dispatcher (``_numba_kernels`` does, in
+    Call before creating any fastdl dispatcher (``numba/_jit.py`` does, in
     its jit options).  Idempotent.  See the comment above for the mechanism.
     """
     if numba_cache_status.get("done"):
@@ -284,7 +300,7 @@ def numba_cache_setup() -> bool:
         numba_cache_status.update(enabled=True, source="NUMBA_CACHE_LOCATOR_CLASSES")
         return True
 
-    probe_file = str(_PACKAGE_DIR / "backends" / "_numba_kernels.py")
+    probe_file = str(_PACKAGE_DIR / "backends" / "numba" / "_jit.py")
     chosen = None
     for kind, base, why in _cache_candidates():
         if kind == "intree":

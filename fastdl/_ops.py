@@ -31,7 +31,7 @@ Kinds and the functions they yield
     The core kernels (contract in :mod:`fastdl.backends`).
 ``optim``
     In-place optimizer updates (contract in
-    :mod:`fastdl.backends.numpy_optim`).
+    :mod:`fastdl.backends.numpy.optim`).
 
 Kernel options travel as a tuple of floats in the order of ``Op.options``
 (booleans and choices encoded by the public wrapper, see ``Option.codes``).
@@ -129,8 +129,8 @@ OPS = (
 
 BY_NAME = {op.name: op for op in OPS}
 
-#: Families: the backend module suffix (``fastdl.backends.<backend>_<suffix>``).
-FAMILY_MODULES = {"core": "backend", "elementwise": "elementwise", "optim": "optim"}
+#: Families: the module of each backend's package (``fastdl.backends.<backend>.<module>``).
+FAMILY_MODULES = {"core": "core", "elementwise": "elementwise", "optim": "optim"}
 
 #: Kinds whose public functions and kernels follow the pattern of the kind.
 _DERIVED = {
@@ -142,8 +142,8 @@ _DERIVED = {
 
 
 #: The module of fastdl that defines each kind's public functions ("_core" otherwise).
-_PUBLIC_MODULES = {"activation": "_activations", "pointwise_loss": "_losses",
-                   "entropy": "_losses", "optim": "_optim_functional",
+_PUBLIC_MODULES = {"activation": "_activations", "pointwise_loss": "_loss_functions",
+                   "entropy": "_loss_functions", "optim": "_optim_functional",
                    "linear_cross_entropy": "_linear_ce"}
 
 

@@ -1372,7 +1372,7 @@ static void fastdl_dscale(const double *y, const double *dy, double d,
  * vectorises a loop of them (SSE2 for the baseline, wider with -mavx2).
  * They are the algorithms, constants and operation order of
  * _log1p_for_float64, _expm1_for_float64 and _tanh_for_float64 in
- * fastdl/backends/_numba_kernels.py, whose docstrings and comments give the
+ * fastdl/backends/numba/_jit.py, whose docstrings and comments give the
  * derivations and coefficient sources; compiled with -ffp-contract=off
  * (setup.py) they give the bits of the Numba functions compiled without
  * the "contract" flag (tests/test_vector_math.py compares them).  Errors
@@ -1413,7 +1413,7 @@ static inline uint64_t fastdl_bits_from_f64(double d)
  *    are 2^52 + k + 1023, minus 2^52 + 1023 exactly.
  *  - log(1 + f), f = m - 1 exact, as f - (hfsq - s (hfsq + R)) with
  *    hfsq = f^2/2, s = f/(2 + f), R = z Q(z), z = s^2, Q the degree-6
- *    Chebyshev interpolant of _numba_kernels.py (relative error of the
+ *    Chebyshev interpolant of fastdl/backends/numba/_jit.py (relative error of the
  *    polynomial 2^-57.6); then k ln2 in two parts (fdlibm's ln2_hi, exact
  *    products) with the small terms k ln2_lo and c added first.
  *  - Selects: log1p(+-0) = +-0, log1p(-1) = -inf (u == 0), log1p(+inf) =

@@ -1,6 +1,6 @@
 # The scalar math of the elementwise family: one inline function per op of
 # the table (fastdl/_ops.py) and role, on doubles, with the names and
-# arguments of the Numba scalars in fastdl/backends/numba_elementwise.py:
+# arguments of the Numba scalars in fastdl/backends/numba/elementwise.py:
 #
 # * an activation <name>: <name>_fwd(x, o0, o1), the result for one element,
 #   and <name>_bwd(dy, x, o0, o1) = dy * f'(x); o0, o1 its options in the
@@ -11,7 +11,7 @@
 #
 # kernels/elementwise.pyx.tp writes one loop per kind around them; gcc
 # inlines them into each op's loop.  The formulas are the reference's
-# (fastdl/backends/numpy_elementwise.py), each stability trick explained
+# (fastdl/backends/numpy/elementwise.py), each stability trick explained
 # where it is made.  libc's functions are reached as `math.<name>` so none
 # of them can clash with an op (tanh).  exp, expm1, log1p and tanh are
 # fastdl's own (kernels/_fastexp.h: branch-free arithmetic within 1.3 ulp,
@@ -152,7 +152,7 @@ cdef inline double silu_bwd(double dy, double x, double o0,
     return dy * (_sigmoid(x) * (1.0 + x * _sigmoid(-x)))
 
 
-# gelu's constants, the same doubles numba_elementwise computes in Python
+# gelu's constants, the same doubles numba/elementwise.py computes in Python
 # (sqrt and the divisions are correctly rounded in both; gcc folds them at
 # compile time): sqrt(1/2), 1 / sqrt(2 pi), sqrt(2 / pi) and the cubic
 # coefficient of the tanh form.

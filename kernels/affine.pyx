@@ -1,9 +1,9 @@
 # The non-GEMM parts of the affine layer: the bias add of the forward pass
 # and the bias gradient (column sums of dy) of the backward pass.  The GEMMs
-# themselves go through NumPy's BLAS (see cython_backend.py).
+# themselves go through NumPy's BLAS (see fastdl/backends/cython/core.py).
 #
-# Built as fastdl.backends._cy_affine.  Trusts its arguments: C-contiguous,
-# one float dtype, N >= 1 and H >= 1 (cython_backend.py handles empties).
+# Built as fastdl.backends.cython._affine.  Trusts its arguments: C-contiguous,
+# one float dtype, N >= 1 and H >= 1 (cython/core.py handles empties).
 
 from cython cimport floating
 from cython.parallel cimport prange

@@ -1,6 +1,6 @@
 # Fused cross-entropy forward + backward, one row at a time.
 #
-# Built as fastdl.backends._cy_cross_entropy.  Per row: pass 1 the max,
+# Built as fastdl.backends.cython._cross_entropy.  Per row: pass 1 the max,
 # pass 2 exp(z - max) summed together with every other sum the loss needs
 # (the exps are stored into the gradient row when a gradient is wanted),
 # then the loss, then pass 3 rescales the stored exps into the gradient.
@@ -154,7 +154,7 @@ def cross_entropy_index(const floating[:, ::1] logits,
 
     weight is a dummy when has_weight is false; grad and scale are dummies
     (never read) when has_grad is false.  Needs N >= 1 and C >= 1
-    (cython_backend.py handles empty inputs).
+    (cython/core.py handles empty inputs).
     """
     cdef Py_ssize_t i, t, rows = logits.shape[0], n = logits.shape[1]
     cdef const floating* w = &weight[0] if has_weight else NULL

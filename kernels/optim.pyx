@@ -1,7 +1,7 @@
 # cython: language_level=3
 """Optimizer updates in one fused pass per parameter array.
 
-See fastdl/backends/numpy_optim.py for the kernel contract.  The arithmetic
+See fastdl/backends/numpy/optim.py for the kernel contract.  The arithmetic
 runs in the parameter's own dtype, as PyTorch's optimizers do: an update is
 a small correction to the parameter, so float32 rounding of the update
 (relative error ~1e-7 of the step) is far below what matters, and float32

@@ -1,9 +1,9 @@
 # Row-wise logsumexp, softmax, log_softmax and their backward passes.
 #
-# Built as fastdl.backends._cy_softmax.  These kernels trust their arguments
+# Built as fastdl.backends.cython._softmax.  These kernels trust their arguments
 # (see the contract in fastdl/backends/__init__.py): C-contiguous 2-D rows,
 # one float dtype, shapes checked and outputs allocated by the caller, no
-# empty arrays (cython_backend.py returns early for those).  Each kernel is a
+# empty arrays (cython/core.py returns early for those).  Each kernel is a
 # prange over rows calling one fused-type row body; all row sums are in double.
 
 from cython cimport floating

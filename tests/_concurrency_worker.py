@@ -117,8 +117,8 @@ def threads_main(seconds, backends):
         t.join()
     layer = None
     if "numba" in backends:
-        from fastdl.backends import numba_backend
-        layer = dict(numba_backend.layer_status)
+        from fastdl.backends.numba import core as numba_core
+        layer = dict(numba_core.layer_status)
     return {"errors": errors[:20], "n_errors": len(errors), **counts,
             "numba_layer": layer, "backends": list(backends)}
 

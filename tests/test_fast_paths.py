@@ -11,7 +11,7 @@ import pytest
 
 import fastdl
 from fastdl import _backend, _core, _optim_functional, layers
-from fastdl.backends import _cython_select
+from fastdl.backends.cython import _select as _cython_select
 
 from conftest import BACKENDS, DTYPES
 
@@ -194,7 +194,7 @@ def test_sequential_backward_without_input_grad(rng):
 
 
 def test_resolve_cache_follows_the_backend_in_force():
-    from fastdl.backends import numpy_backend
+    from fastdl.backends.numpy import core as numpy_backend
     auto = _backend.resolve("softmax")
     with fastdl.use_backend("numpy"):
         assert _backend.resolve("softmax") is numpy_backend
@@ -293,9 +293,9 @@ def _ce_both(logits, target, **kw):
 
 
 def _cython_exact_sum():
-    pytest.importorskip("fastdl.backends.cython_backend")
-    from fastdl.backends import _cy_cross_entropy_serial
-    return _cy_cross_entropy_serial.exact_sum
+    pytest.importorskip("fastdl.backends.cython.core")
+    from fastdl.backends.cython import _cross_entropy_serial
+    return _cross_entropy_serial.exact_sum
 
 
 def test_compiled_exact_sum_is_math_fsum(rng):
@@ -350,8 +350,8 @@ def test_ce_whole_call_large_batch_sums_like_the_general_path(rng):
 
 
 def test_ce_whole_call_refuses_what_it_does_not_handle(rng, monkeypatch):
-    pytest.importorskip("fastdl.backends.cython_backend")
-    from fastdl.backends import cython_backend
+    pytest.importorskip("fastdl.backends.cython.core")
+    from fastdl.backends.cython import core as cython_backend
     calls = []
     real = cython_backend.cross_entropy_index_fast
 

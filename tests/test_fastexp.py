@@ -2,7 +2,7 @@
 
 Both compiled backends replace libm's scalar exp with vectorisable
 polynomials (kernels/_fastexp.h for Cython, ``_exp_diff_float32`` /
-``_exp_for_float64`` in fastdl/backends/_numba_kernels.py).  Their claimed
+``_exp_for_float64`` in fastdl/backends/numba/_jit.py).  Their claimed
 bounds, from sweeps run outside the test suite (all float32 in [-105, 89.5];
 3.4e8 float64 points against long double, see the header): float32 <= 1.16
 ulp, float64 <= 1.21 ulp.  Here a dense sample of the same ranges, plus the

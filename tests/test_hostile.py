@@ -27,8 +27,8 @@ WORKER = str(TESTS_DIR / "_hostile_worker.py")
 def _public_functions():
     """The functional API in scope: core, activations, losses, optimizer steps
     (swish is silu)."""
-    from fastdl import _activations, _core, _losses, _optim_functional
-    names = (set(_core.__all__) | set(_activations.__all__) | set(_losses.__all__)
+    from fastdl import _activations, _core, _loss_functions, _optim_functional
+    names = (set(_core.__all__) | set(_activations.__all__) | set(_loss_functions.__all__)
              | set(_optim_functional.__all__))
     return sorted(names - {"swish", "swish_backward"})
 

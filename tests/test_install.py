@@ -43,7 +43,7 @@ SCRIPT = textwrap.dedent(
     import numpy as np
     import fastdl
     from fastdl import _config
-    from fastdl.backends import numba_elementwise as ne
+    from fastdl.backends.numba import elementwise as ne
     x = np.linspace(-2, 2, 12, dtype=np.float32).reshape(3, 4)
     np.testing.assert_array_equal(fastdl.relu(x, backend="numba"), np.maximum(x, 0))
     hits = sum(sum(d.stats.cache_hits.values()) for d in ne._K["relu"])
@@ -200,7 +200,7 @@ def test_warmup_numpy_is_cheap_and_reports_times():
 
 @needs_numba
 def test_warmup_compiles_numba_kernels():
-    from fastdl.backends import _numba_kernels as k
+    from fastdl.backends.numba import _jit as k
 
     _warmup.warmup("logsumexp", dtypes=[np.float32], backends=["numba"])
     serial, parallel = k.logsumexp
@@ -250,23 +250,23 @@ def test_py_typed_marker_is_installed():
 
 
 def _compiled_modules():
-    names = sorted(p.name.split(".")[0] for p in (PACKAGE / "backends").iterdir()
-                   if p.name.startswith("_cy_") and p.suffix in (".so", ".pyd"))
+    names = sorted(p.name.split(".")[0] for p in (PACKAGE / "backends" / "cython").iterdir()
+                   if p.name.startswith("_") and p.suffix in (".so", ".pyd"))
     return names
 
 
 @pytest.mark.skipif("cython" not in fastdl.available_backends(), reason="Cython backend unavailable")
 @pytest.mark.parametrize("modname", _compiled_modules())
 def test_stub_matches_compiled_module(modname):
-    # A serial build (_cy_<stem>_serial, the same source without OpenMP) is
+    # A serial build (_<stem>_serial, the same source without OpenMP) is
     # checked against the stub of its OpenMP build.
-    stub_path = PACKAGE / "backends" / f"{modname.removesuffix('_serial')}.pyi"
+    stub_path = PACKAGE / "backends" / "cython" / f"{modname.removesuffix('_serial')}.pyi"
     assert stub_path.is_file(), f"no stub {stub_path.name}"
     tree = ast.parse(stub_path.read_text())
     stub_funcs = {n.name: [a.arg for a in n.args.args] for n in tree.body
                   if isinstance(n, ast.FunctionDef)}
     stub_vars = {n.target.id for n in tree.body if isinstance(n, ast.AnnAssign)}
-    mod = importlib.import_module(f"fastdl.backends.{modname}")
+    mod = importlib.import_module(f"fastdl.backends.cython.{modname}")
     public = {n for n in dir(mod) if not n.startswith("_")}
     funcs = {n for n in public if callable(getattr(mod, n))}
     assert set(stub_funcs) == funcs

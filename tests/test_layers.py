@@ -7,7 +7,7 @@ import pytest
 import fastdl
 from fastdl import layers, losses
 from fastdl._gradcheck import gradcheck
-from fastdl import _losses as FL
+from fastdl import _loss_functions as FL
 
 ACTIVATIONS = [layers.ReLU(), layers.LeakyReLU(0.1), layers.ELU(0.5), layers.Sigmoid(),
                layers.Tanh(), layers.SiLU(), layers.Softplus()]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_close
-from fastdl import _losses as L, _ops
+from fastdl import _loss_functions as L, _ops
 from fastdl._gradcheck import gradcheck
 
 def _loss_cases():

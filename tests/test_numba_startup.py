@@ -1,6 +1,6 @@
 """First calls of Numba kernels in a new process with a warm on-disk cache.
 
-Loading a kernel from the cache goes through ``_numba_kernels._KernelCache``,
+Loading a kernel from the cache goes through ``fastdl.backends.numba._jit._KernelCache``,
 which skips Numba's full context refresh (the import and registration of
 every feature Numba compiles, SciPy's linalg included).  These tests check
 that a warm process then loads every kernel without compiling, gets the same
@@ -37,7 +37,7 @@ WORKER = textwrap.dedent(
     import numpy as np
     import fastdl
     from fastdl import _config
-    from fastdl.backends import _numba_kernels as nk, numba_elementwise as ne, numba_optim as no
+    from fastdl.backends.numba import _jit as nk, elementwise as ne, optim as no
 
     kernels, check = json.loads(sys.argv[1]), sys.argv[2] == "check"
     fastdl.warmup(kernels, backends="numba")
@@ -99,7 +99,7 @@ def test_kernels_use_the_light_cache_class_where_numba_would_cache():
     from numba.core import caching
 
     from fastdl import _config
-    from fastdl.backends import _numba_kernels as nk
+    from fastdl.backends.numba import _jit as nk
 
     if not _config.numba_cache_status.get("enabled"):
         pytest.skip("no writable Numba cache directory here")

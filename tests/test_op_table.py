@@ -33,8 +33,8 @@ def test_every_public_function_has_a_warmup_recipe():
 def test_every_backend_implements_every_kernel_with_one_signature(family, backend):
     suffix, kernels = FAMILIES[family]
     assert kernels == _ops.family_kernels(family) and kernels
-    ref = importlib.import_module(f"fastdl.backends.numpy_{suffix}")
-    mod = importlib.import_module(f"fastdl.backends.{backend}_{suffix}")
+    ref = importlib.import_module(f"fastdl.backends.numpy.{suffix}")
+    mod = importlib.import_module(f"fastdl.backends.{backend}.{suffix}")
     for kernel in kernels:
         sig = inspect.signature(getattr(mod, kernel))
         assert sig == inspect.signature(getattr(ref, kernel)), (backend, kernel)

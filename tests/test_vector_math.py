@@ -1,7 +1,7 @@
 """The vectorisable float64 log1p, expm1 and tanh.
 
 ``_log1p_for_float64``, ``_expm1_for_float64`` and ``_tanh_for_float64`` in
-fastdl/backends/_numba_kernels.py, and their C twins ``fastdl_log1p``,
+fastdl/backends/numba/_jit.py, and their C twins ``fastdl_log1p``,
 ``fastdl_expm1`` and ``fastdl_tanh`` in kernels/_fastexp.h, replace libm's
 scalar calls with arithmetic that LLVM and GCC vectorise.  Checked here:
 
@@ -37,7 +37,7 @@ numba = pytest.importorskip("numba")
 mpmath = pytest.importorskip("mpmath")
 
 from fastdl import _config  # noqa: E402
-from fastdl.backends import _numba_kernels as kernels  # noqa: E402
+from fastdl.backends.numba import _jit as kernels  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

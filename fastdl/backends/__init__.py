@@ -2,8 +2,9 @@
 
 The public functions in :mod:`fastdl` validate and convert everything, then
 call a backend kernel that trusts its arguments.  Every backend module
-(``numpy_backend``, ``numba_backend``, ``cython_backend``) defines the same
-functions with the same signatures; ``numpy_backend`` is the reference.
+(``numpy.core``, ``numba.core``, ``cython.core`` in one package per backend)
+defines the same functions with the same signatures; ``numpy.core`` is the
+reference.
 
 Kernel contract
 ---------------

@@ -1,6 +1,6 @@
 """The "elementwise" kernel family on Numba: activations, pointwise losses, entropy.
 
-Same kernel contract as the reference, :mod:`fastdl.backends.numpy_elementwise`.
+Same kernel contract as the reference, :mod:`fastdl.backends.numpy.elementwise`.
 Each op of the table (:mod:`fastdl._ops`) is written once, as float64
 scalar functions:
 
@@ -16,9 +16,9 @@ One ``prange`` loop per kind (``_activation_forward``/``_backward``,
 scalars by :func:`_bind` (and the scalars inlined into it by Numba,
 ``inline="always"``), so every op gets its own compiled loop, cached on disk
 under its own name, with no per-element call.  The core backend's
-:func:`~fastdl.backends._numba_kernels._serial_and_parallel` turns each loop
+:func:`~fastdl.backends.numba._jit._serial_and_parallel` turns each loop
 into a serial and a parallel dispatcher and
-:func:`~fastdl.backends.numba_backend._pick` chooses one per call from the
+:func:`~fastdl.backends.numba.core._pick` chooses one per call from the
 element count (``_config.threads_for``).  Nothing compiles at import time.
 
 Precision: every element is widened to float64, evaluated with the stable
@@ -42,15 +42,15 @@ import numpy as np
 from numba import prange, types
 from numba.extending import overload
 
-from .. import _config, _ops
-from ._numba_kernels import (
+from ... import _config, _ops
+from ._jit import (
     _exp_for_float64 as _exp,
     _expm1_for_float64 as _expm1,
     _log1p_for_float64 as _log1p,
     _serial_and_parallel,
     _tanh_for_float64 as _tanh,
 )
-from .numba_backend import _pick
+from .core import _pick
 
 NAME = "numba"
 
@@ -62,7 +62,7 @@ _GELU_CUBIC = 0.044715
 
 #: Scalars are inlined into the loops at Numba IR level, so they take the
 #: loop's fastmath flags and error model.  They use _exp, _expm1, _log1p and
-#: _tanh (fastdl.backends._numba_kernels: plain arithmetic, within 1.3 ulp,
+#: _tanh (fastdl.backends.numba._jit: plain arithmetic, within 1.3 ulp,
 #: exact at the special values) rather than libm's, whose calls would keep
 #: LLVM from vectorising the loops (measured, 1 thread: log1p 8.6 -> 1.35
 #: ns per float64 element); math.erf (GELU's exact form) and math.log

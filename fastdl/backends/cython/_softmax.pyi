@@ -1,4 +1,4 @@
-"""Type stubs for the compiled module ``fastdl.backends._cy_softmax`` (kernels/softmax.pyx).
+"""Type stubs for the compiled module ``fastdl.backends.cython._softmax`` (kernels/softmax.pyx).
 
 Kernels trust their arguments (see the contract in :mod:`fastdl.backends`):
 C-contiguous arrays, all float arrays of one dtype (float32 or float64, the

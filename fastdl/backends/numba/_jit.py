@@ -1,4 +1,4 @@
-"""Numba kernel bodies for :mod:`fastdl.backends.numba_backend`.
+"""Numba kernel bodies for :mod:`fastdl.backends.numba.core`.
 
 Every operation has one Python body, generic over float32/float64 (Numba's
 dispatcher specialises it per dtype) and written with ``numba.prange`` over
@@ -38,7 +38,7 @@ from numba.core import caching
 from numba.core.runtime import rtsys
 from numba.extending import intrinsic, overload
 
-from .. import _config as config
+from ... import _config as config
 
 #: Options shared by every dispatcher.  Numba wants a ``set`` for fastmath
 #: flags (it rejects a frozenset); the flags are the narrow subset from
@@ -129,11 +129,16 @@ def _cached_kernel(options, body):
     return dispatcher
 
 
+def _serial(body):
+    """One lazy serial dispatcher of ``body`` (for kernels that never run in parallel)."""
+    return _cached_kernel(dict(_OPTIONS, parallel=False), body)
+
+
 def _serial_and_parallel(body, *, fastmath=None):
     """Two lazy dispatchers, ``(serial, parallel)``, from one kernel body.
 
     ``fastmath`` replaces the default flag set for this body (the elementwise
-    family narrows it: see numba_elementwise).
+    family narrows it: see numba/elementwise.py).
 
     The parallel dispatcher is compiled from a copy of the function object
     that shares the body's code but has its own ``__qualname__``: Numba's
@@ -498,38 +503,28 @@ def _row_expsum_wdot(xr, shift, w, er):
 # ---------------------------------------------------------------------------
 
 def _bias_add(out, b):
-    """out[i, :] += b for every row i."""
+    """out[i, :] += b for every row i (serial: see ``_config.BIAS_SERIAL``)."""
     h = out.shape[1]
-    for i in prange(out.shape[0]):
+    for i in range(out.shape[0]):
         outr = out[i]
         for j in range(h):
             outr[j] += b[j]
 
 
-def _column_sums(dy, db, partial):
-    """db = dy.sum(0) accumulated in float64.
+def _column_sums(dy, db, acc):
+    """db = dy.sum(0) accumulated in float64 (serial: see ``_config.BIAS_SERIAL``).
 
-    Rows are split into ``partial.shape[0]`` blocks, one per thread; each
-    block sums its rows into its own zeroed float64 row of ``partial``
-    (n_blocks x H, so O(H) extra memory, allocated by the caller) with a
-    contiguous, vectorisable inner loop, and the blocks are added at the end.
-    This is parallel whatever the shape, unlike a split over columns, which
-    has nothing to share out when H is small.
+    Each row is added into the zeroed float64 row ``acc`` (H,) given by the
+    caller, a contiguous, vectorisable inner loop with no cross-lane
+    reduction.
     """
     n, h = dy.shape
-    n_blocks = partial.shape[0]
-    rows_per_block = (n + n_blocks - 1) // n_blocks
-    for k in prange(n_blocks):
-        acc = partial[k]
-        for i in range(k * rows_per_block, min(n, (k + 1) * rows_per_block)):
-            dyr = dy[i]
-            for j in range(h):
-                acc[j] += dyr[j]
+    for i in range(n):
+        dyr = dy[i]
+        for j in range(h):
+            acc[j] += dyr[j]
     for j in range(h):
-        s = 0.0
-        for k in range(n_blocks):
-            s += partial[k, j]
-        db[j] = s
+        db[j] = acc[j]
 
 
 def _logsumexp(x, out):
@@ -753,8 +748,8 @@ def _cross_entropy_prob(logits, target, weight, label_smoothing, scale, loss,
                 gr[j] = coef * gr[j] - sc * v
 
 
-bias_add = _serial_and_parallel(_bias_add)
-column_sums = _serial_and_parallel(_column_sums)
+bias_add = _serial(_bias_add)
+column_sums = _serial(_column_sums)
 logsumexp = _serial_and_parallel(_logsumexp)
 softmax = _serial_and_parallel(_softmax)
 log_softmax = _serial_and_parallel(_log_softmax)

@@ -1,11 +1,11 @@
 """The "optim" kernel family on Cython (``kernels/optim.pyx``).
 
-See :mod:`fastdl.backends.numpy_optim` for the contract.
+See :mod:`fastdl.backends.numpy.optim` for the contract.
 """
 
 from __future__ import annotations
 
-from fastdl.backends._cython_select import Module
+from fastdl.backends.cython._select import Module
 
 _cy = Module("optim")
 

@@ -1,8 +1,8 @@
 """The Cython backend: compiled OpenMP kernels built from ``kernels/*.pyx``.
 
-A thin layer over the compiled modules ``_cy_softmax``, ``_cy_cross_entropy``
-and ``_cy_affine`` (each in an OpenMP and a serial build, chosen per call by
-:mod:`fastdl.backends._cython_select`), which turns ``None`` options into the flags the
+A thin layer over the compiled modules ``_softmax``, ``_cross_entropy``
+and ``_affine`` (each in an OpenMP and a serial build, chosen per call by
+:mod:`fastdl.backends.cython._select`), which turns ``None`` options into the flags the
 kernels take, and handles empty arrays (which the compiled kernels do not
 accept) here.  The affine GEMMs go through ``np.matmul`` (BLAS); only the
 bias add and the bias gradient are Cython kernels.
@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastdl import _config
-from fastdl.backends._cython_select import Module
+from ... import _config
+from fastdl.backends.cython._select import Module
 
 _cy_affine = Module("affine")
 _cy_cross_entropy = Module("cross_entropy")

@@ -1,7 +1,7 @@
 """The compiled Cython kernels, picked per call by dtype and thread count.
 
-setup.py builds every ``kernels/<stem>.pyx`` twice: ``_cy_<stem>`` with
-OpenMP and ``_cy_<stem>_serial`` without it, where ``prange`` is a plain
+setup.py builds every ``kernels/<stem>.pyx`` twice: ``_<stem>`` with
+OpenMP and ``_<stem>_serial`` without it, where ``prange`` is a plain
 loop.  Entering an OpenMP region costs about 1 us even on one thread, and a
 call to a fused-type (``floating``) function spends another 0.25 us choosing
 its specialisation from the arguments.  A :class:`Kernel` does both choices
@@ -21,7 +21,7 @@ import importlib
 
 import numpy as np
 
-from fastdl import _config
+from ... import _config
 
 _SPECIALISATIONS = {"float": np.dtype(np.float32), "double": np.dtype(np.float64)}
 
@@ -61,8 +61,8 @@ class Module:
     """Both builds of ``kernels/<stem>.pyx``; attributes are :class:`Kernel` objects."""
 
     def __init__(self, stem):
-        self.parallel = importlib.import_module(f"fastdl.backends._cy_{stem}")
-        self.serial = importlib.import_module(f"fastdl.backends._cy_{stem}_serial")
+        self.parallel = importlib.import_module(f"fastdl.backends.cython._{stem}")
+        self.serial = importlib.import_module(f"fastdl.backends.cython._{stem}_serial")
         #: Whether the parallel build has OpenMP (else both run serially).
         self.HAVE_OPENMP = bool(self.parallel.HAVE_OPENMP)
 

@@ -1,6 +1,6 @@
 """The Numba backend: the kernel contract on Numba-compiled loops.
 
-A thin dispatch layer over :mod:`fastdl.backends._numba_kernels`.  For each
+A thin dispatch layer over :mod:`fastdl.backends.numba._jit`.  For each
 call it handles empty arrays, chooses the serial or the parallel compiled
 kernel from the element count (``_config.threads_for``) and, before a
 parallel call, sets Numba's thread count to fastdl's.  The GEMMs of the
@@ -22,8 +22,8 @@ import warnings
 import numba
 import numpy as np
 
-from .. import _config as config
-from . import _numba_kernels as _k
+from ... import _config as config
+from . import _jit as _k
 
 NAME = "numba"
 
@@ -149,18 +149,12 @@ def _pick(kernel, n_elements):
     return _locked(parallel) if layer_status["serialised"] else parallel
 
 
-# The bias add and the bias gradient run on the calling thread whatever the
-# size.  Right after a multi-threaded GEMM, BLAS's worker threads are still
-# spinning, and an parallel region of our own on the same cores fights them:
-# measured here (2 cores, 2 threads, 256x1024x1024 float32, interleaved
-# medians), affine_forward took 1.23x the bare GEMM with a parallel bias add
-# and 1.00x with a serial one; affine_backward 1.10x against 0.98x; at
-# 2048x1024x1024 the two were within 1%.
+# The bias add and the bias gradient are serial kernels: _config.BIAS_SERIAL.
 
 def affine_forward(x, W, b, out):
     np.matmul(x, W.T, out=out)
     if b is not None and out.size:
-        _k.bias_add[0](out, b)  # the serial dispatcher
+        _k.bias_add(out, b)
 
 
 def affine_backward(dy, x, W, dx, dW, db):
@@ -169,9 +163,7 @@ def affine_backward(dy, x, W, dx, dW, db):
     np.matmul(dy.T, x, out=dW)
     if db is None or db.shape[0] == 0:
         return
-    # The serial dispatcher (see above): one block of rows summed into one
-    # float64 row.
-    _k.column_sums[0](dy, db, np.zeros((1, db.shape[0])))
+    _k.column_sums(dy, db, np.zeros(db.shape[0]))
 
 
 def logsumexp(x, out):

@@ -4,7 +4,7 @@ One fused pass per parameter array instead of NumPy's eight or so.  The
 arithmetic runs in the parameter's dtype, as PyTorch's optimizers do (the
 scalars are passed as NumPy scalars of that dtype, so Numba types the whole
 loop in it and float32 sqrt/divide vectorise twice as wide).  See
-:mod:`fastdl.backends.numpy_optim` for the contract.
+:mod:`fastdl.backends.numpy.optim` for the contract.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import math
 import numpy as np
 from numba import prange
 
-from ._numba_kernels import _serial_and_parallel
-from .numba_backend import _pick
+from ._jit import _serial_and_parallel
+from .core import _pick
 
 NAME = "numba"
 

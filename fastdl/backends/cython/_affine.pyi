@@ -1,4 +1,4 @@
-"""Type stubs for the compiled module ``fastdl.backends._cy_optim`` (kernels/optim.pyx).
+"""Type stubs for the compiled module ``fastdl.backends.cython._affine`` (kernels/affine.pyx).
 
 Kernels trust their arguments (see the contract in :mod:`fastdl.backends`):
 C-contiguous arrays, all float arrays of one dtype (float32 or float64, the
@@ -17,6 +17,10 @@ _F = TypeVar("_F", np.float32, np.float64)
 #: Whether the module was compiled with OpenMP (else its kernels run serially).
 HAVE_OPENMP: bool
 
-def sgd_step(w: NDArray[_F], g: NDArray[_F], buf: NDArray[_F], has_buf: bool, lr: float, momentum: float, nesterov: bool, weight_decay: float, first: bool, num_threads: int) -> None: ...
+def bias_add(out: NDArray[_F], b: NDArray[_F], num_threads: int) -> None:
+    """out[i, :] += b for every row i (the same rounding as NumPy's out += b)."""
+    ...
 
-def adam_step(w: NDArray[_F], g: NDArray[_F], m: NDArray[_F], v: NDArray[_F], lr: float, beta1: float, beta2: float, eps: float, weight_decay: float, bc1: float, bc2: float, num_threads: int) -> None: ...
+def bias_grad(dy: NDArray[_F], db: NDArray[_F], num_threads: int) -> None:
+    """db = dy.sum(axis=0), accumulated in double."""
+    ...

@@ -1,4 +1,4 @@
-"""Type stubs for the compiled module ``fastdl.backends._cy_elementwise`` (kernels/elementwise.pyx).
+"""Type stubs for the compiled module ``fastdl.backends.cython._elementwise`` (kernels/elementwise.pyx).
 
 kernels/elementwise.pyx is expanded from kernels/elementwise.pyx.tp by setup.py.
 

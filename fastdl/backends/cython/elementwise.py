@@ -1,7 +1,7 @@
 """The "elementwise" kernel family on Cython (``kernels/elementwise.pyx.tp``).
 
-A thin layer over the compiled module ``_cy_elementwise`` (an OpenMP and a
-serial build, chosen per call by :mod:`fastdl.backends._cython_select`): it
+A thin layer over the compiled module ``_elementwise`` (an OpenMP and a
+serial build, chosen per call by :mod:`fastdl.backends.cython._select`): it
 turns the contract's options tuple into the compiled kernels' float
 arguments and its ``None`` arrays into a flag plus a stand-in buffer (the
 compiled kernels take typed buffers), and returns early on empty arrays.
@@ -12,15 +12,15 @@ op needs no edit here.
 Importing this module raises ImportError when the extension is not built;
 the backend registry then reports ``cython/elementwise`` as unavailable.
 
-See :mod:`fastdl.backends.numpy_elementwise` for the kernel contract.
+See :mod:`fastdl.backends.numpy.elementwise` for the kernel contract.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from fastdl import _ops
-from fastdl.backends._cython_select import Module
+from ... import _ops
+from fastdl.backends.cython._select import Module
 
 _cy = Module("elementwise")
 

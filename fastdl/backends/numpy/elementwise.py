@@ -3,13 +3,13 @@
 Activations, pointwise losses and the entropy, written for clarity: every
 kernel widens its inputs to float64, evaluates the textbook stable formula
 with NumPy and rounds once when it stores the result.  It is the oracle the
-compiled backends (:mod:`fastdl.backends.numba_elementwise`,
-:mod:`fastdl.backends.cython_elementwise`) are tested against, and the
+compiled backends (:mod:`fastdl.backends.numba.elementwise`,
+:mod:`fastdl.backends.cython.elementwise`) are tested against, and the
 fallback when neither works.
 
 Kernel contract
 ---------------
-The public wrappers in :mod:`fastdl._activations` and :mod:`fastdl._losses`
+The public wrappers in :mod:`fastdl._activations` and :mod:`fastdl._loss_functions`
 validate everything first; a kernel trusts its arguments:
 
 * every array argument is 1-D and C-contiguous (the wrapper ravels), except
@@ -69,7 +69,7 @@ import math
 
 import numpy as np
 
-from .. import _ops
+from ... import _ops
 
 NAME = "numpy"
 

@@ -1,4 +1,4 @@
-"""Type stubs for the compiled module ``fastdl.backends._cy_cross_entropy`` (kernels/cross_entropy.pyx).
+"""Type stubs for the compiled module ``fastdl.backends.cython._cross_entropy`` (kernels/cross_entropy.pyx).
 
 Kernels trust their arguments (see the contract in :mod:`fastdl.backends`):
 C-contiguous arrays, all float arrays of one dtype (float32 or float64, the
