@@ -12,6 +12,7 @@ import operator
 
 import numpy as np
 
+from . import _config
 from ._backend import resolve
 from ._validate import (
     fast_out,
@@ -559,17 +560,41 @@ class _CEArgs:
     """Validated cross-entropy arguments, shaped for the kernels."""
 
     __slots__ = ("logits", "target", "weight", "kind", "squeeze", "dtype", "n",
-                 "n_classes", "ignore_index", "eps", "reduction", "valid")
+                 "n_classes", "ignore_index", "eps", "reduction", "valid",
+                 "shape", "axis", "rows_shape")
 
 
-def _ce_args(logits, target, weight, ignore_index, reduction, label_smoothing):
+def _class_axis(logits, axis):
+    """The class axis of ``logits`` (PyTorch's by default: 0 for (C,), else 1)."""
+    if axis is None:
+        return 0 if logits.ndim == 1 else 1
+    try:
+        axis = operator.index(axis)
+    except TypeError:
+        raise TypeError(f"axis must be an integer or None, got {axis!r}") from None
+    if not -logits.ndim <= axis < logits.ndim:
+        raise np.exceptions.AxisError(axis, logits.ndim)
+    return axis % logits.ndim
+
+
+def _ce_args(logits, target, weight, ignore_index, reduction, label_smoothing, axis=None):
     a = _CEArgs()
     logits = float_array(logits, "logits")
-    if logits.ndim not in (1, 2):
-        raise ValueError(f"logits must be (N, C) or (C,), got shape {logits.shape}")
+    if logits.ndim == 0:
+        raise ValueError("logits must have a class axis, got a 0-d array")
     a.squeeze = logits.ndim == 1
     a.dtype = logits.dtype
-    mat = logits.reshape(1, -1) if a.squeeze else logits
+    a.shape = logits.shape
+    a.axis = _class_axis(logits, axis)
+    # The kernels read rows of classes: K-dimensional logits (N, C, d1, ..., dk)
+    # become (N*d1*...*dk, C) rows with the class axis moved last (one copy
+    # unless it already is last, as for (N, C) or an (N, L, C) with axis=-1).
+    a.rows_shape = logits.shape[:a.axis] + logits.shape[a.axis + 1:]
+    if a.squeeze:
+        mat = logits.reshape(1, -1)
+    else:
+        mat = np.moveaxis(logits, a.axis, -1).reshape(math.prod(a.rows_shape),
+                                                        logits.shape[a.axis])
     a.n, a.n_classes = mat.shape
     a.reduction = check_reduction(reduction)
     try:
@@ -584,10 +609,10 @@ def _ce_args(logits, target, weight, ignore_index, reduction, label_smoothing):
     t = np.asarray(target)
     if t.dtype.kind in "iu":
         a.kind = "index"
-        expected = () if a.squeeze else (a.n,)
-        if t.shape != expected:
+        if t.shape != a.rows_shape:
             raise ValueError(
-                f"class-index target has shape {t.shape}; logits {logits.shape} need {expected}"
+                f"class-index target has shape {t.shape}; logits {logits.shape} need "
+                f"{a.rows_shape} (the logits' shape without the class axis {a.axis})"
             )
         t = t.reshape(a.n)
         # Range check in the target's own dtype (a uint64 could wrap in int64).
@@ -620,7 +645,8 @@ def _ce_args(logits, target, weight, ignore_index, reduction, label_smoothing):
             if a.squeeze:
                 indices, example = "an integer", "int(target)"
             else:
-                indices, example = f"an integer array of shape ({a.n},)", "target.astype(np.int64)"
+                indices, example = (f"an integer array of shape {a.rows_shape}",
+                                    "target.astype(np.int64)")
             raise ValueError(
                 f"target is a float array of shape {t.shape}; float targets are read as "
                 f"class probabilities, which must have the logits' shape {logits.shape}; "
@@ -628,7 +654,7 @@ def _ce_args(logits, target, weight, ignore_index, reduction, label_smoothing):
             )
         t = float_array(t, "target")
         same_dtype(("logits", logits), ("target", t))
-        a.target = c_contiguous(t.reshape(mat.shape))
+        a.target = c_contiguous(np.moveaxis(t, a.axis, -1).reshape(mat.shape))
         a.valid = None
     else:
         raise TypeError(
@@ -673,8 +699,8 @@ def _ce_run(a, scale, grad, backend):
 
 def _ce_reduce(a, loss, denom):
     if a.reduction == "none":
-        return a.dtype.type(loss[0]) if a.squeeze else loss.astype(a.dtype)
-    total = math.fsum(loss.data) if loss.size < 1 << 16 else float(np.sum(loss))
+        return a.dtype.type(loss[0]) if a.squeeze else loss.astype(a.dtype).reshape(a.rows_shape)
+    total = math.fsum(loss.data) if loss.size < _config.EXACT_SUM_MAX_ROWS else float(np.sum(loss))
     if a.reduction == "sum":
         return a.dtype.type(total)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -693,10 +719,12 @@ def _ce_scale(a, grad_output, denom):
             "inputs of one call must share one float dtype"
         )
     if a.reduction == "none" and not a.squeeze:
-        if g.shape not in ((), (a.n,)):
+        if g.shape not in ((), a.rows_shape):
             raise ValueError(
-                f"grad_output has shape {g.shape}; reduction='none' needs ({a.n},) or a scalar"
+                f"grad_output has shape {g.shape}; reduction='none' needs "
+                f"{a.rows_shape} or a scalar"
             )
+        g = g.reshape(-1) if g.shape else g
     elif g.shape != ():
         raise ValueError(
             f"grad_output has shape {g.shape}; reduction={a.reduction!r} needs a scalar"
@@ -713,8 +741,8 @@ def _ce_grad_buffer(a, out):
     """The (N, C) buffer the kernel writes the gradient into, and ``out`` as (N, C)."""
     target = None
     if out is not None:
-        check_out(out, (a.n_classes,) if a.squeeze else a.logits.shape, a.dtype)
-        if out.flags.c_contiguous:
+        check_out(out, a.shape, a.dtype)
+        if out.flags.c_contiguous and _class_axis_last(a):
             target = out.reshape(a.logits.shape)
     # The gradient may overwrite the logits (each row is read before it is
     # written), never the target probabilities or the weights.
@@ -722,11 +750,22 @@ def _ce_grad_buffer(a, out):
     return kernel_buffer(target, a.logits.shape, a.dtype, may_alias=[a.logits], others=others), target
 
 
+def _class_axis_last(a):
+    return a.squeeze or a.axis == len(a.shape) - 1
+
+
 def _ce_finish_grad(a, out, buf, target):
+    if _class_axis_last(a):
+        grad = buf.reshape(a.shape)
+    else:  # rows back to the logits' layout
+        moved = a.shape[:a.axis] + a.shape[a.axis + 1:] + (a.n_classes,)
+        grad = np.moveaxis(buf.reshape(moved), -1, a.axis)
+        if out is None:
+            return np.ascontiguousarray(grad)
     if out is None:
-        return buf.reshape(a.n_classes) if a.squeeze else buf
+        return grad
     if buf is not target:
-        out[...] = buf.reshape(out.shape)
+        out[...] = grad
     return out
 
 
@@ -791,7 +830,7 @@ def _ce_fast(logits, target, ignore_index, reduction, label_smoothing, out, back
     # kernel; -1 also fits its int64 argument whatever ignore_index is.
     kernels.cross_entropy_index(
         logits, target, None, -1, float(label_smoothing), scale, loss, buf)
-    total = math.fsum(loss.data) if n < 1 << 16 else float(np.sum(loss))
+    total = math.fsum(loss.data) if n < _config.EXACT_SUM_MAX_ROWS else float(np.sum(loss))
     value = dt.type(total / n if reduction == "mean" else total)
     return (value, buf) if grad else (value,)
 
@@ -809,34 +848,43 @@ _CE_DOC_OPTIONS = """    weight : ndarray, shape (C,), optional
         "sum" is 0.
     label_smoothing : float in [0, 1], default 0.0
         Mixes the target with the uniform distribution:
-        ``(1-ε)·nll + ε/C·Σ_c(-w_c·logp_c)``."""
+        ``(1-ε)·nll + ε/C·Σ_c(-w_c·logp_c)``.
+    axis : int, optional
+        The class axis.  None (default) is PyTorch's: axis 0 of (C,) logits,
+        axis 1 otherwise, so (N, C, d1, ..., dk) logits take (N, d1, ..., dk)
+        class indices (segmentation, sequence models).  ``axis=-1`` reads
+        (N, d1, ..., dk, C) logits, whose rows the kernels use in place;
+        any other class axis costs one transposed copy of the logits (and
+        of the gradient)."""
 
 
 def cross_entropy(logits, target, *, weight=None, ignore_index=-100,
-                  reduction="mean", label_smoothing=0.0, backend=None):
+                  reduction="mean", label_smoothing=0.0, axis=None, backend=None):
     """Cross-entropy between softmax(logits) and the target (PyTorch semantics).
 
     Parameters
     ----------
-    logits : ndarray, shape (N, C) or (C,)
-        Unnormalised scores, float32 or float64.
+    logits : ndarray, shape (N, C), (C,) or (N, C, d1, ..., dk)
+        Unnormalised scores, float32 or float64; the class axis is ``axis``.
     target : ndarray
-        Class indices: an integer array of shape (N,) (an int for 1-D
-        logits), each in ``[0, C)`` or equal to ``ignore_index``.  Or class
-        probabilities: a float array of the logits' shape and dtype.  A
-        float array of another shape (float class labels) is a ValueError.
+        Class indices: an integer array of the logits' shape without the
+        class axis ((N,) for (N, C) logits, an int for 1-D logits), each in
+        ``[0, C)`` or equal to ``ignore_index``.  Or class probabilities: a
+        float array of the logits' shape and dtype.  A float array of
+        another shape (float class labels) is a ValueError.
 {options}
     backend : str, optional
         Backend for this call; None uses :func:`fastdl.get_backend`.
 
     Returns
     -------
-    loss : scalar of the logits' dtype, or ndarray (N,) for "none"
+    loss : scalar of the logits' dtype, or for "none" an ndarray of the
+        target's shape ((N,) for (N, C) logits)
 
     Raises
     ------
     TypeError
-        Unsupported or mixed dtypes, a non-integer ``ignore_index``.
+        Unsupported or mixed dtypes, a non-integer ``ignore_index`` or ``axis``.
     ValueError
         Inconsistent shapes, a bad ``reduction`` or ``label_smoothing``.
     IndexError
@@ -855,19 +903,19 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100,
     >>> round(float(fastdl.cross_entropy(logits, np.array([0, 2]))), 6)
     0.669079
     """
-    if weight is None and (reduction == "mean" or reduction == "sum"):
+    if weight is None and axis is None and (reduction == "mean" or reduction == "sum"):
         fast = _ce_fast(logits, target, ignore_index, reduction, label_smoothing, None,
                         backend, grad=False)
         if fast is not None:
             return fast[0]
-    a = _ce_args(logits, target, weight, ignore_index, reduction, label_smoothing)
+    a = _ce_args(logits, target, weight, ignore_index, reduction, label_smoothing, axis)
     loss = _ce_run(a, None, None, backend)
     return _ce_reduce(a, loss, _ce_denominator(a))
 
 
 def cross_entropy_backward(logits, target, grad_output=1.0, *, weight=None,
                            ignore_index=-100, reduction="mean",
-                           label_smoothing=0.0, out=None, backend=None):
+                           label_smoothing=0.0, axis=None, out=None, backend=None):
     """Gradient of :func:`cross_entropy` with respect to the logits.
 
     Parameters
@@ -904,7 +952,7 @@ def cross_entropy_backward(logits, target, grad_output=1.0, *, weight=None,
     >>> fastdl.cross_entropy_backward(np.zeros((1, 2)), np.array([1]))
     array([[ 0.5, -0.5]])
     """
-    a = _ce_args(logits, target, weight, ignore_index, reduction, label_smoothing)
+    a = _ce_args(logits, target, weight, ignore_index, reduction, label_smoothing, axis)
     scale = _ce_scale(a, grad_output, _ce_denominator(a))
     buf, target_buf = _ce_grad_buffer(a, out)
     _ce_run(a, scale, buf, backend)
@@ -912,7 +960,7 @@ def cross_entropy_backward(logits, target, grad_output=1.0, *, weight=None,
 
 
 def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
-                            reduction="mean", label_smoothing=0.0, out=None,
+                            reduction="mean", label_smoothing=0.0, axis=None, out=None,
                             backend=None):
     """Loss and its gradient in one fused pass over the logits.
 
@@ -947,12 +995,12 @@ def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
     >>> round(float(loss), 6), dlogits
     (0.693147, array([[ 0.5, -0.5]]))
     """
-    if weight is None and (reduction == "mean" or reduction == "sum"):
+    if weight is None and axis is None and (reduction == "mean" or reduction == "sum"):
         fast = _ce_fast(logits, target, ignore_index, reduction, label_smoothing, out,
                         backend)
         if fast is not None:
             return fast
-    a = _ce_args(logits, target, weight, ignore_index, reduction, label_smoothing)
+    a = _ce_args(logits, target, weight, ignore_index, reduction, label_smoothing, axis)
     denom = _ce_denominator(a)
     scale = _ce_scale(a, 1.0, denom)
     buf, target_buf = _ce_grad_buffer(a, out)
