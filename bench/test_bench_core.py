@@ -1,7 +1,7 @@
 """pytest-benchmark suite for the core kernels: NumPy, fastdl backends, PyTorch.
 
-The NumPy baselines live in :mod:`fastdl._bench_report`, which also runs them
-in the one-shot report ``python -m fastdl bench``.
+The NumPy baselines live in :mod:`fastdl._bench.baselines`, which the one-shot
+report ``python -m fastdl bench`` also times.
 
 Groups are one operation × size × dtype, so each table compares contenders
 measured side by side in one run.  Each case warms up (JIT, first touch)
@@ -15,7 +15,7 @@ import fastdl
 
 from conftest import AFFINE_SIZES, DTYPES, ROW_SIZES, contenders, torch
 
-from fastdl._bench_report import (  # the NumPy baselines, shared with `python -m fastdl bench`
+from fastdl._bench.baselines import (  # the NumPy baselines, shared with `python -m fastdl bench`
     np_cross_entropy,
     np_cross_entropy_with_grad,
     np_log_softmax,

@@ -24,7 +24,7 @@ from fastdl import _linear_ce
 
 from conftest import COMPILED, torch
 
-from fastdl._bench_report import np_affine_backward, np_cross_entropy, np_cross_entropy_with_grad
+from fastdl._bench.baselines import np_affine_backward, np_cross_entropy, np_cross_entropy_with_grad
 
 F = torch.nn.functional if torch is not None else None
 

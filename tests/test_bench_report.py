@@ -252,12 +252,3 @@ def test_report_training_step_section(tiny_report):
     if cli.targets_path() is not None:
         labels = [t[0] for t in _table_rows(md, "## Targets")]
         assert "digits MLP training step (compile_step): ≥ 3× hand-written NumPy" in labels
-
-
-def test_baselines_still_importable_from_the_old_module():
-    """bench/test_bench_*.py import the NumPy baselines from fastdl._bench_report."""
-    from fastdl import _bench_report
-    from fastdl._bench import baselines
-
-    for name in baselines.__all__:
-        assert getattr(_bench_report, name) is getattr(baselines, name)
