@@ -259,7 +259,7 @@ def _sources_stamp() -> bytes:
     files' entries valid, so a process could load machine code built from
     older sources or flags (seen here: a stale entry masked a change in
     special-value behaviour).  The stamp covers ``_config.py``,
-    ``_compiled_step.py`` and every ``fastdl/backends/numba/*.py``, plus the fastmath flags and Numba's
+    every ``fastdl/backends/numba/*.py`` (the compiled step included), plus the fastmath flags and Numba's
     version, so any change recompiles all of fastdl's kernels once.
     """
     if not _STAMP:
@@ -269,7 +269,7 @@ def _sources_stamp() -> bytes:
 
         h = hashlib.sha256()
         h.update(repr((numba.__version__, sorted(NUMBA_FASTMATH))).encode())
-        files = [_PACKAGE_DIR / "_config.py", _PACKAGE_DIR / "_compiled_step.py"]
+        files = [_PACKAGE_DIR / "_config.py"]
         files += sorted((_PACKAGE_DIR / "backends" / "numba").glob("*.py"))
         for f in files:
             h.update(f.name.encode())

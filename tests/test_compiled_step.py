@@ -532,9 +532,10 @@ _FALLBACK_SCRIPT = r"""
 import copy, sys
 import numpy as np
 import fastdl._compiled_step as cs
+import fastdl.backends.numba.step as compiled
 from fastdl import layers, losses, optim
 
-cs._find_numpy_cblas = lambda: None          # as where NumPy's BLAS is not reachable
+compiled._find_numpy_cblas = lambda: None    # as where NumPy's BLAS is not reachable
 blocked = {k: sys.modules.pop(k) for k in list(sys.modules) if k.split(".")[0] == "scipy"}
 sys.modules["scipy"] = None                  # and SciPy is missing
 net = layers.Sequential(layers.Affine(6, 8, dtype=np.float64, rng=0), layers.Tanh(),

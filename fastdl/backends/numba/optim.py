@@ -53,9 +53,19 @@ def sgd_step(w, g, buf, lr, momentum, nesterov, weight_decay, first):
                                 s(weight_decay), bool(first))
 
 
+def adam_scalars(lr, beta1, beta2, eps, weight_decay, bc1, bc2):
+    """The seven float64 scalars ``_adam_body`` takes after ``w, g, m, v``.
+
+    Plain arithmetic, so the compiled training step (backends/numba/step.py)
+    compiles this same function and rounds the same values to the
+    parameters' dtype.  ``bc1 = 1 - beta1**t``, ``bc2 = 1 - beta2**t``.
+    """
+    return (lr / bc1, 1.0 - beta1, beta2, 1.0 - beta2, eps, weight_decay,
+            1.0 / math.sqrt(bc2))
+
+
 def adam_step(w, g, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2):
     if w.shape[0]:
         s = w.dtype.type
-        _pick(_ADAM, w.shape[0])(w, g, m, v, s(lr / bc1), s(1.0 - beta1), s(beta2),
-                                 s(1.0 - beta2), s(eps), s(weight_decay),
-                                 s(1.0 / math.sqrt(bc2)))
+        scalars = adam_scalars(lr, beta1, beta2, eps, weight_decay, bc1, bc2)
+        _pick(_ADAM, w.shape[0])(w, g, m, v, *map(s, scalars))
