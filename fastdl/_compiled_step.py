@@ -186,13 +186,10 @@ def _check_reduction(criterion):
                          f"got {criterion.reduction!r}")
 
 
-def _check_ce(criterion):
-    if criterion.weight is not None:
-        raise ValueError("compile_step supports CrossEntropyLoss without class weights "
-                         "(weight=None); use the layer API for weighted losses")
-    if criterion.label_smoothing != 0:
-        raise ValueError("compile_step supports CrossEntropyLoss with label_smoothing=0; "
-                         "use the layer API for label smoothing")
+def _check_ce(criterion, dtype=None, n_classes=None):
+    """``(ignore_index, weight, label_smoothing)`` of the criterion, checked as
+    :func:`fastdl.cross_entropy` checks them; ``weight`` as a C-contiguous
+    array of the model's ``dtype`` (when given) or None."""
     _check_reduction(criterion)
     try:
         ignore = operator.index(criterion.ignore_index)
@@ -201,7 +198,20 @@ def _check_ce(criterion):
                         f"{criterion.ignore_index!r}") from None
     if not -2**63 <= ignore < 2**63:
         raise ValueError(f"compile_step needs an ignore_index that fits int64, got {ignore}")
-    return ignore
+    eps = float(criterion.label_smoothing)
+    if not 0.0 <= eps <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {criterion.label_smoothing!r}")
+    weight = criterion.weight
+    if weight is not None and dtype is not None:
+        weight = np.asarray(weight)
+        if weight.dtype != dtype:
+            raise TypeError(f"CrossEntropyLoss weight has dtype {weight.dtype}; the model "
+                            f"is {dtype}")
+        if weight.shape != (n_classes,):
+            raise ValueError(f"CrossEntropyLoss weight has shape {weight.shape}; the model's "
+                             f"{n_classes} classes need ({n_classes},)")
+        weight = np.ascontiguousarray(weight)
+    return ignore, weight, eps
 
 
 def _optimizer_kind(optimizer, params, optim_mod):
@@ -273,6 +283,9 @@ class _Step:
         if self._loss != "ce":
             self._loss_options = tuple(criterion.options.values())
             self._loss_o0 = _check_pointwise(criterion, self._loss)
+        else:  # checked again when one of them changes (by identity)
+            self._ce_key = (criterion.ignore_index, criterion.weight, criterion.label_smoothing)
+            self._ce = _check_ce(criterion, self._dtype, int(self._ops[-1, _N_OUT]))
         self._params = model.parameters()
         ids = {id(p) for p in self._params}
         if len(ids) != len(self._params):
@@ -418,10 +431,11 @@ class _Step:
                 y = _as_input(y.astype(np.int64, copy=False), _INT64, "y")
             if y.shape != (n,):
                 raise ValueError(f"y has shape {y.shape}; x {x.shape} needs ({n},)")
-            ignore = crit.ignore_index
-            if not (type(ignore) is int and crit.weight is None
-                    and crit.label_smoothing == 0):
-                ignore = _check_ce(crit)
+            key = (crit.ignore_index, crit.weight, crit.label_smoothing)
+            if any(map(operator.is_not, key, self._ce_key)):
+                self._ce = _check_ce(crit, dt, self._n_out)
+                self._ce_key = key
+            ignore, weight, eps = self._ce
         else:
             # The loss's options are checked again when they changed (by
             # identity: BCE's weight may be an array).
@@ -455,7 +469,7 @@ class _Step:
 
         if self._loss == "ce":
             bad, loss = self._kernel(
-                x, y, self._ops, self._opts, self._table, table, self._first_affine,
+                x, y, weight, eps, self._ops, self._opts, self._table, table, self._first_affine,
                 self._col_acc, row_loss, row_scale, ignore, reduction == "sum",
                 self._opt_kind, has_state, nesterov, first, t, hyper, self._scalars)
             if bad >= 0:
@@ -505,8 +519,8 @@ def compile_step(model, criterion, optimizer):
         their options; nested Sequentials are flattened), starting with an
         Affine layer, all of one dtype (float32 or float64).
     criterion : fastdl.losses loss
-        ``CrossEntropyLoss`` with ``weight=None`` and ``label_smoothing=0``
-        (``ignore_index`` is honoured); ``MSELoss``, ``L1Loss``,
+        ``CrossEntropyLoss`` (class ``weight`` of the model's dtype,
+        ``ignore_index``, ``label_smoothing``); ``MSELoss``, ``L1Loss``,
         ``HuberLoss`` (any ``delta``) or ``BCEWithLogitsLoss`` with
         ``weight=None`` and ``pos_weight=None``.  Reduction "mean" or "sum".
     optimizer : fastdl.optim.SGD or fastdl.optim.Adam
@@ -529,8 +543,8 @@ def compile_step(model, criterion, optimizer):
         which; the layer API still works for it), or mixed dtypes.
         ``step`` raises it for ``x``/``y`` of the wrong dtype.
     ValueError
-        Unsupported options (class weights, label smoothing, BCE's
-        ``weight``/``pos_weight``, reduction "none"), an activation or
+        Unsupported options (BCE's ``weight``/``pos_weight``, reduction
+        "none"), class weights of the wrong shape, an activation or
         Huber option its functional rejects (a non-finite ``alpha``, a zero
         ``beta``, ``delta <= 0`` ...), an optimizer over other parameters,
         shared layers or parameters, inconsistent layer sizes.  ``step``

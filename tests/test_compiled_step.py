@@ -113,6 +113,13 @@ CASES = [
     ("f64-mse-sum-adam-nobias", np.float64, (12, 16, 3), ["sigmoid"],
      lambda: losses.MSELoss(reduction="sum"), lambda p: optim.Adam(p, lr=0.01), 0,
      (False, True)),
+    ("f64-ce-weight-smoothing-ignored-adam", np.float64, (12, 16, 5), ["relu"],
+     lambda: losses.CrossEntropyLoss(weight=np.linspace(0.5, 2.0, 5), label_smoothing=0.1),
+     lambda p: optim.Adam(p, lr=0.01), 2, True),
+    ("f32-ce-sum-weight-smoothing-momentum", np.float32, (12, 16, 5), ["tanh"],
+     lambda: losses.CrossEntropyLoss(weight=np.linspace(2.0, 0.5, 5).astype(np.float32),
+                                     label_smoothing=0.2, reduction="sum"),
+     lambda p: optim.SGD(p, lr=0.02, momentum=0.9), 0, True),
     ("f64-single-affine-ce-adam", np.float64, (12, 5), [],
      lambda: losses.CrossEntropyLoss(), lambda p: optim.Adam(p, lr=0.01), 0, True),
     ("f32-mse-sigmoid-out-sgd", np.float32, (12, 16, 3), ["relu", "sigmoid"],
@@ -375,8 +382,9 @@ def test_bad_activation_options(layer, exc, match):
     (losses.HuberLoss(reduction="none"), ValueError, "reduction"),
     (losses.HuberLoss(delta=0.0), ValueError, "delta"),
     (losses.HuberLoss(delta=float("nan")), ValueError, "delta"),
-    (losses.CrossEntropyLoss(weight=np.ones(5)), ValueError, "weight"),
-    (losses.CrossEntropyLoss(label_smoothing=0.1), ValueError, "label_smoothing"),
+    (losses.CrossEntropyLoss(weight=np.ones(7)), ValueError, "weight has shape"),
+    (losses.CrossEntropyLoss(weight=np.ones(3, np.int64)), TypeError, "weight has dtype"),
+    (losses.CrossEntropyLoss(label_smoothing=1.5), ValueError, "label_smoothing"),
     (losses.CrossEntropyLoss(reduction="none"), ValueError, "reduction"),
     (losses.MSELoss(reduction="none"), ValueError, "reduction"),
 ])
@@ -610,3 +618,31 @@ def test_nested_sequential_and_no_bias_first_layer():
         np.testing.assert_allclose(step(x, y), _python_step(ref_model, ref_crit, ref_opt, x, y),
                                    rtol=1e-12)
     _assert_same_state((model, opt), (ref_model, ref_opt), np.float64)
+
+
+def test_cross_entropy_options_changed_between_steps_are_used():
+    """Class weights and label smoothing set after compile_step take effect
+    (checked again when they change), matching the layer API."""
+    import copy
+
+    model, crit, opt = _setup()
+    ref_model, ref_crit, ref_opt = copy.deepcopy((model, crit, opt))
+    step = compile_step(model, crit, opt)
+    rng = np.random.default_rng(3)
+    for k in range(3):
+        if k == 1:
+            for c in (crit, ref_crit):
+                c.weight = np.linspace(0.5, 2.0, 5)
+                c.label_smoothing = 0.25
+        x = rng.normal(size=(6, 12))
+        y = rng.integers(0, 5, 6)
+        loss = step(x, y)
+        ref = ref_crit.forward(ref_model.forward(x), y)
+        ref_model.backward(ref_crit.backward(), input_grad=False)
+        ref_opt.step()
+        np.testing.assert_allclose(loss, ref, rtol=1e-12)
+    for p, q in zip(model.parameters(), ref_model.parameters()):
+        np.testing.assert_allclose(p.value, q.value, rtol=1e-11, atol=1e-13)
+    crit.weight = np.ones(4)
+    with pytest.raises(ValueError, match="weight has shape"):
+        step(x, y)

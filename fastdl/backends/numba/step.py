@@ -300,38 +300,45 @@ def _update_body(x, params, opt_kind, has_state, nesterov, first, t, hyper, scal
                 _k_sgd(w, g, None, scalars[0], scalars[1], nesterov, scalars[2], first)
 
 
-def _ce_step_body(x, y, ops, opts, params, bufs, first_affine, col_acc, row_loss,
-                  row_scale, ignore_index, sum_reduction, opt_kind, has_state, nesterov,
-                  first, t, hyper, scalars):
+def _ce_step_body(x, y, weight, label_smoothing, ops, opts, params, bufs, first_affine,
+                  col_acc, row_loss, row_scale, ignore_index, sum_reduction, opt_kind,
+                  has_state, nesterov, first, t, hyper, scalars):
     """Cross-entropy training step; returns (bad row or -1, loss).
 
+    ``weight`` is the class weights (C,) of the model's dtype, or None.
     Every label is checked before anything is written: nothing below
     indexes with an unchecked label (Numba does not bounds-check).
     """
     n = x.shape[0]
     last = ops.shape[0] - 1
     c = ops[last, _N_OUT]
-    count = 0
+    # "mean" divides by the summed weight of the rows not ignored (their
+    # count without weights), as cross_entropy does.
+    denom = 0.0
     for i in range(n):
         label = y[i]
         if label != ignore_index:
             if label < 0 or label >= c:
                 return i, 0.0
-            count += 1
+            if weight is None:
+                denom += 1.0
+            else:
+                denom += np.float64(weight[label])
     _forward(x, ops, opts, params, bufs)
     logits = _view2(bufs[last, _OUT], n, c, x)
     dlogits = _view2(bufs[last, _DOUT], n, c, x)
-    # "mean" divides by the rows not ignored; all ignored gives 1/0 = inf
-    # here (NumPy error model), harmless since every row's gradient is then
-    # 0, and a 0/0 = NaN loss, as cross_entropy_with_grad gives.
-    scale = 1.0 if sum_reduction else 1.0 / count
+    # All rows ignored gives 1/0 = inf here (NumPy error model), harmless
+    # since every row's gradient is then 0, and a 0/0 = NaN loss, as
+    # cross_entropy_with_grad gives.
+    scale = 1.0 if sum_reduction else 1.0 / denom
     for i in range(n):
         row_scale[i] = scale
-    _k_cross_entropy(logits, y, None, ignore_index, 0.0, row_scale, row_loss, dlogits)
+    _k_cross_entropy(logits, y, weight, ignore_index, label_smoothing, row_scale,
+                     row_loss, dlogits)
     total = 0.0
     for i in range(n):
         total += row_loss[i]
-    loss = total if sum_reduction else total / count
+    loss = total if sum_reduction else total / denom
     _backward(x, ops, opts, params, bufs, first_affine, col_acc)
     _update(x, params, opt_kind, has_state, nesterov, first, t, hyper, scalars)
     scalars[scalars.shape[0] - 1] = loss  # rounded to the model's dtype
