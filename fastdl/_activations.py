@@ -426,6 +426,7 @@ gelu_backward.__doc__ = _doc(
     examples="    >>> fastdl.gelu_backward(np.array([1.]), np.array([0.]))\n    array([0.5])",
 )
 
-#: The course notes' name for SiLU.
+#: SiLU under the name Ramachandran, Zoph & Le gave it ("Searching for Activation
+#: Functions", 2017): Swish with beta = 1.
 swish = silu
 swish_backward = silu_backward

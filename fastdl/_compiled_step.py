@@ -487,7 +487,7 @@ class _Step:
             opt.t = t
         else:
             opt.first_step = False
-        return loss
+        return dt.type(loss)  # exact: the kernel rounded it to the dtype
 
     def __repr__(self):
         return (f"compile_step({type(self._model).__name__}, {self._criterion!r}, "
@@ -529,12 +529,12 @@ def compile_step(model, criterion, optimizer):
     Returns
     -------
     step : callable
-        ``step(x, y) -> float``: ``x`` (N, D) of the model's dtype (converted
+        ``step(x, y) -> loss``: ``x`` (N, D) of the model's dtype (converted
         to C order when needed); ``y`` integer class indices (N,) for
         cross-entropy, or for the other losses an array of the output's
         shape and the model's dtype (BCE: target probabilities).  Returns
-        the loss (rounded to the model's dtype, as the criterion returns
-        it), after the update.
+        the loss as the criterion returns it, a NumPy scalar of the model's
+        dtype (``np.float32``/``np.float64``), after the update.
 
     Raises
     ------

@@ -646,3 +646,16 @@ def test_cross_entropy_options_changed_between_steps_are_used():
     crit.weight = np.ones(4)
     with pytest.raises(ValueError, match="weight has shape"):
         step(x, y)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_loss_type_is_the_criterions(dtype):
+    """compile_step returns what the criterion returns: a NumPy scalar of the model's dtype."""
+    for crit, y in ((losses.CrossEntropyLoss(), np.array([0, 4, 1])),
+                    (losses.MSELoss(), np.zeros((3, 5), dtype))):
+        model, _, opt = _setup(dtype, crit)
+        x = np.ones((3, 12), dtype)
+        expected = crit.forward(model.forward(x), y)
+        loss = compile_step(model, crit, opt)(x, y)
+        assert type(loss) is type(expected) is np.dtype(dtype).type
+        assert loss == expected
