@@ -91,16 +91,18 @@ def _activation_options(name, layer):
     return 0.0, 0.0
 
 
-def _layer_table(model, layers_mod):
+def _layer_table(model, layers_mod, head=None):
     """(ops, opts, affines, dtype) for the supported layer chain.
 
     ``opts`` (float64, one row per layer): the activation's options o0, o1
-    in the order of its row in the op table; 0 where unused.
+    in the order of its row in the op table; 0 where unused.  ``head``: the
+    projection of a :class:`fastdl.losses.LinearCrossEntropyLoss`, run as
+    the chain's last Affine layer.
     """
     if type(model) not in (layers_mod.Sequential, layers_mod.Affine):
         raise TypeError(
             f"model must be a fastdl.layers.Sequential or Affine, got {type(model).__name__}")
-    chain = _flatten(model, layers_mod)
+    chain = _flatten(model, layers_mod) + ([head] if head is not None else [])
     activations = {getattr(layers_mod, cls): code_name
                    for cls, code_name in _ACTIVATIONS.items()}
     affines = []
@@ -154,6 +156,13 @@ def _criterion_kind(criterion, losses_mod):
     if type(criterion) is losses_mod.CrossEntropyLoss:
         _check_ce(criterion)
         return "ce"
+    if type(criterion) is losses_mod.LinearCrossEntropyLoss:
+        for name, off in (("z_loss", 0.0), ("softcap", None)):
+            if getattr(criterion, name) != off:
+                raise ValueError(f"compile_step supports LinearCrossEntropyLoss with "
+                                 f"{name}={off}; use the layer API for it")
+        _check_ce(criterion)
+        return "ce"
     for cls, name in _POINTWISE_LOSSES.items():
         if type(criterion) is getattr(losses_mod, cls):
             _check_pointwise(criterion, name)
@@ -161,6 +170,7 @@ def _criterion_kind(criterion, losses_mod):
     raise TypeError(
         f"compile_step does not support the criterion {criterion!r} "
         f"({type(criterion).__name__}); it supports fastdl.losses.CrossEntropyLoss, "
+        "LinearCrossEntropyLoss, "
         f"{', '.join(_POINTWISE_LOSSES)} (exact types). The layer API works with every loss")
 
 
@@ -227,7 +237,8 @@ def _optimizer_kind(optimizer, params, optim_mod):
     if len(ours) != len(params) or any(a is not b for a, b in zip(ours, params)):
         raise ValueError(
             "the optimizer must hold exactly the model's parameters, the same objects in "
-            "the order of model.parameters()")
+            "the order of model.parameters() (followed by criterion.parameters() for a "
+            "LinearCrossEntropyLoss head)")
     return kind
 
 
@@ -275,8 +286,10 @@ class _Step:
     """``step(x, y) -> loss``: see :func:`compile_step`."""
 
     def __init__(self, model, criterion, optimizer, layers_mod, losses_mod, optim_mod):
-        self._ops, self._opts, self._affines, self._dtype = _layer_table(model, layers_mod)
         self._loss = _criterion_kind(criterion, losses_mod)
+        self._head = type(criterion) is losses_mod.LinearCrossEntropyLoss
+        self._ops, self._opts, self._affines, self._dtype = _layer_table(
+            model, layers_mod, criterion._linear if self._head else None)
         # A pointwise loss's options, as last checked, and its o0.
         self._loss_options = ()
         self._loss_o0 = 0.0
@@ -286,7 +299,7 @@ class _Step:
         else:  # checked again when one of them changes (by identity)
             self._ce_key = (criterion.ignore_index, criterion.weight, criterion.label_smoothing)
             self._ce = _check_ce(criterion, self._dtype, int(self._ops[-1, _N_OUT]))
-        self._params = model.parameters()
+        self._params = model.parameters() + (criterion.parameters() if self._head else [])
         ids = {id(p) for p in self._params}
         if len(ids) != len(self._params):
             raise ValueError("a Parameter appears twice in model.parameters(); "
@@ -365,10 +378,35 @@ class _Step:
         self._table = table
         self._live = live
 
+    def _check_head_memory(self, n):
+        """ValueError if a batch's logits exceed the head's memory budget.
+
+        The compiled step runs the head as a last Affine layer, so it holds
+        the batch's (N, V) logits and their gradient, which the layer API's
+        LinearCrossEntropyLoss never does; a batch is allowed the head's
+        ``chunk_size`` rows, or the rows whose two buffers fit its default
+        budget (``fastdl._linear_ce.DEFAULT_MAX_MEMORY``).
+        """
+        from ._linear_ce import DEFAULT_MAX_MEMORY
+
+        v = self._n_out
+        row_bytes = 2 * v * self._dtype.itemsize
+        rows = self._criterion.chunk_size
+        if rows is None:
+            rows = max(1, DEFAULT_MAX_MEMORY // row_bytes)
+        if n > rows:
+            raise ValueError(
+                f"batch of {n} rows: compile_step holds the head's ({n}, {v}) logits and "
+                f"their gradient ({n * row_bytes / 2**20:.0f} MiB), beyond the "
+                f"LinearCrossEntropyLoss budget of {rows} rows; use the layer API "
+                "(head.forward/backward chunks the rows) or a smaller batch")
+
     def _batch(self, n):
         """(address table, row losses, row scales) for batch size ``n``."""
         entry = self._batches.get(n)
         if entry is None:
+            if self._head:
+                self._check_head_memory(n)
             if len(self._batches) >= _MAX_BATCH_SIZES:
                 self._batches.pop(next(iter(self._batches)))  # the oldest size
             ops = self._ops
@@ -520,11 +558,16 @@ def compile_step(model, criterion, optimizer):
         Affine layer, all of one dtype (float32 or float64).
     criterion : fastdl.losses loss
         ``CrossEntropyLoss`` (class ``weight`` of the model's dtype,
-        ``ignore_index``, ``label_smoothing``); ``MSELoss``, ``L1Loss``,
+        ``ignore_index``, ``label_smoothing``); ``LinearCrossEntropyLoss``
+        (the same options; ``z_loss=0`` and ``softcap=None``), whose
+        projection runs as the model's last Affine layer (the step holds
+        the batch's logits: at most ``chunk_size`` rows, or as many as fit
+        the head's 64 MiB budget; larger batches raise ValueError); ``MSELoss``, ``L1Loss``,
         ``HuberLoss`` (any ``delta``) or ``BCEWithLogitsLoss`` with
         ``weight=None`` and ``pos_weight=None``.  Reduction "mean" or "sum".
     optimizer : fastdl.optim.SGD or fastdl.optim.Adam
-        Over exactly ``model.parameters()`` (same objects, same order).
+        Over exactly ``model.parameters()`` (same objects, same order),
+        followed by ``criterion.parameters()`` for a LinearCrossEntropyLoss.
 
     Returns
     -------

@@ -659,3 +659,48 @@ def test_loss_type_is_the_criterions(dtype):
         loss = compile_step(model, crit, opt)(x, y)
         assert type(loss) is type(expected) is np.dtype(dtype).type
         assert loss == expected
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_linear_cross_entropy_head(dtype):
+    """A LinearCrossEntropyLoss head trains in compile_step as in the layer API."""
+    import copy
+
+    rng = np.random.default_rng(5)
+    body = _model(dtype, (12, 16), ["tanh"])
+    head = losses.LinearCrossEntropyLoss(16, 7, dtype=dtype, rng=3,
+                                         weight=np.linspace(0.5, 2, 7).astype(dtype),
+                                         label_smoothing=0.1, ignore_index=2)
+    opt = optim.Adam(body.parameters() + head.parameters(), lr=0.01)
+    ref = copy.deepcopy((body, head, opt))
+    step = compile_step(body, head, opt)
+    tol = 1e-5 if dtype == np.float32 else 1e-11
+    for _ in range(3):
+        x = rng.normal(size=(9, 12)).astype(dtype)
+        y = rng.integers(0, 7, 9)
+        loss = step(x, y)
+        rb, rh, ro = ref
+        expected = rh.forward(rb.forward(x), y)
+        rb.backward(rh.backward(), input_grad=False)
+        ro.step()
+        assert type(loss) is type(expected)
+        np.testing.assert_allclose(loss, expected, rtol=tol)
+    for p, q in zip(body.parameters() + head.parameters(),
+                    ref[0].parameters() + ref[1].parameters()):
+        np.testing.assert_allclose(p.value, q.value, rtol=tol, atol=tol)
+        np.testing.assert_allclose(p.grad, q.grad, rtol=tol, atol=tol)
+
+
+def test_linear_cross_entropy_head_limits():
+    body = _model(np.float32, (12, 16), ["relu"])
+    head = losses.LinearCrossEntropyLoss(16, 5, chunk_size=8)
+    opt = optim.SGD(body.parameters() + head.parameters(), lr=0.1)
+    step = compile_step(body, head, opt)
+    step(np.ones((8, 12), np.float32), np.zeros(8, np.int64))
+    with pytest.raises(ValueError, match="budget of 8 rows"):
+        step(np.ones((9, 12), np.float32), np.zeros(9, np.int64))
+    with pytest.raises(ValueError, match="criterion.parameters"):
+        compile_step(body, head, optim.SGD(body.parameters(), lr=0.1))
+    for kw in ({"z_loss": 1e-4}, {"softcap": 30.0}):
+        with pytest.raises(ValueError, match=next(iter(kw))):
+            compile_step(body, losses.LinearCrossEntropyLoss(16, 5, **kw), opt)
