@@ -167,7 +167,7 @@ def test_matches_layer_api(case):
     for x, y in batches:
         loss = step(x, y)
         ref_loss = _python_step(ref_model, ref_crit, ref_opt, x, y)
-        assert isinstance(loss, float)
+        assert type(loss) is np.dtype(dtype).type
         np.testing.assert_allclose(loss, ref_loss, **TOL[np.dtype(dtype)])
         _assert_same_state((model, opt), (ref_model, ref_opt), dtype)
     # The step really trained something (the comparison is not vacuous).
