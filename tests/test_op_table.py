@@ -85,3 +85,22 @@ def test_choice_options_are_checked():
     assert _ops.encode_option(op.options[0], "tanh") == 1.0
     with pytest.raises(ValueError, match="approximate must be one of 'none', 'tanh'"):
         fastdl.gelu(np.zeros(2), approximate="erf")
+
+
+def test_backward_argument_order_follows_one_rule():
+    """Every public <op>_backward takes its output gradient first (dy or
+    grad_output), except the two cross-entropy heads, whose optional
+    grad_output=1.0 follows their inputs (docs/API.md, "Argument order")."""
+    import inspect
+
+    exceptions = {"cross_entropy_backward": ("logits", "target", "grad_output"),
+                  "linear_cross_entropy_backward": ("x", "W", "target", "grad_output")}
+    names = [n for n in fastdl.__all__ if n.endswith("_backward")]
+    assert len(names) > 20
+    for name in names:
+        params = list(inspect.signature(getattr(fastdl, name)).parameters)
+        if name in exceptions:
+            assert tuple(params[:len(exceptions[name])]) == exceptions[name], name
+            assert inspect.signature(getattr(fastdl, name)).parameters["grad_output"].default == 1.0
+        else:
+            assert params[0] in ("dy", "grad_output"), (name, params)
