@@ -10,6 +10,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from . import _load
+
 #: Float dtypes every public function accepts.
 FLOAT_DTYPE_NAMES = ("float32", "float64")
 
@@ -119,10 +121,18 @@ def default_num_threads() -> int:
             value = 0
         if value >= 1:
             return value
+    return _usable_cores()
+
+
+def _usable_cores() -> int:
+    """The cores this process may run on."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # not Linux
         return max(1, os.cpu_count() or 1)
+
+
+_USABLE_CORES = _usable_cores()
 
 
 class _State:
@@ -135,10 +145,18 @@ state = _State()
 
 
 def threads_for(n_elements: int) -> int:
-    """Threads a kernel should use for ``n_elements`` of work."""
+    """Threads a kernel should use for ``n_elements`` of work.
+
+    At most the cores other processes' runnable threads leave free
+    (:mod:`fastdl._load`: on a busy machine a parallel region waits for its
+    descheduled thread, up to 5x slower than one thread, measured there).
+    """
     if n_elements < PARALLEL_MIN_ELEMENTS:
         return 1
-    return state.num_threads
+    n = state.num_threads
+    if n > 1 and _load.ENABLED:
+        n = min(n, _load.free_cores(_USABLE_CORES))
+    return n
 
 
 # ---------------------------------------------------------------------------

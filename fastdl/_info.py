@@ -139,6 +139,7 @@ def config_info() -> dict[str, str]:
     info["fastdl threads"] = str(_backend.get_num_threads()) + (
         " (forked child: kernels run on one thread)" if _backend.forked_child() else "")
     info["parallel threshold"] = f"{_config.PARALLEL_MIN_ELEMENTS} elements"
+    info["adaptive threads"] = _adaptive_threads_info()
     info["openmp wait"] = (
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
         f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', 'unset')}"
@@ -146,6 +147,17 @@ def config_info() -> dict[str, str]:
     info.update(_numba_info())
     info.update(_blas_info())
     return info
+
+
+def _adaptive_threads_info():
+    from . import _load
+
+    if not _load.ENABLED:
+        return "off (FASTDL_ADAPTIVE_THREADS=0, or no /proc)"
+    others = _load.other_running()
+    free = max(1, _config._USABLE_CORES - others)
+    return (f"on: {others} runnable thread(s) of other processes now, so parallel "
+            f"kernels take at most {free} of {_config._USABLE_CORES} cores")
 
 
 def show_config(file=None) -> None:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import fastdl
+from fastdl import _load
 
 BACKENDS = fastdl.available_backends()
 COMPILED = tuple(b for b in BACKENDS if b != "numpy")
@@ -54,6 +55,14 @@ def assert_close(actual, expected, dtype, scale=1.0):
         atol=ATOL[dtype] * scale,
         equal_nan=True,
     )
+
+
+@pytest.fixture(autouse=True)
+def _fixed_threads(request, monkeypatch):
+    """Tests choose their threads: the load-adaptive cap (fastdl._load) is off,
+    except in the tests of it, so parallel code paths run whatever the load."""
+    if request.module.__name__ != "test_adaptive_threads":
+        monkeypatch.setattr(_load, "ENABLED", False)
 
 
 @pytest.fixture(autouse=True)
