@@ -134,6 +134,27 @@ def test_loss_entry_points_agree(case, reduction, gen):
         _compare(path, ref, [x], [True], gen)
 
 
+@pytest.mark.parametrize("loss_of", [
+    lambda x, t: ft.cross_entropy(x, t),
+    lambda x, t: ft.linear_cross_entropy(x, torch.eye(5, dtype=x.dtype), t)])
+def test_saved_gradient_survives_repeated_backward(loss_of, gen):
+    """``loss.backward()`` hands the kept gradient over unscaled: accumulating
+    it several times (retain_graph) must not alter it."""
+    x = torch.randn(8, 5, dtype=torch.float64, generator=gen, requires_grad=True)
+    t = torch.randint(0, 5, (8,), generator=gen)
+    loss = loss_of(x, t)
+    (once,) = torch.autograd.grad(loss, x, retain_graph=True)
+    for _ in range(3):
+        loss.backward(retain_graph=True)
+    _close(x.grad, 3 * once, torch.float64)
+    h = x * 1.0  # a non-leaf: the gradient flows on into mul's backward
+    loss = loss_of(h, t)
+    x.grad = None
+    loss.backward(retain_graph=True)
+    loss.backward(torch.tensor(2.0, dtype=torch.float64))
+    _close(x.grad, 3 * once, torch.float64)
+
+
 def test_cross_entropy_fused_path_keeps_the_gradient(gen):
     x = torch.randn(8, 5, requires_grad=True, generator=gen)
     t = torch.randint(0, 5, (8,), generator=gen)

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("sklearn")
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES = HERE.parent / "examples"
@@ -28,6 +27,7 @@ def _load(path):
 
 
 def test_digits_mlp_follows_stock_pytorch():
+    pytest.importorskip("sklearn")  # the data set (a test dependency, as for test_training)
     res = _load(EXAMPLES / "torch_digits_mlp.py").main(epochs=2, max_steps=40, verbose=False)
     ours, theirs = res["fastdl.torch"], res["torch"]
     assert len(ours["losses"]) == len(theirs["losses"]) == 40

@@ -12,7 +12,8 @@ Gradients: every op is differentiable with respect to its float input (and
 the weight and bias of :func:`linear` and :func:`linear_cross_entropy`)
 through fastdl's backward kernels.  When the input requires grad, a loss runs
 fastdl's fused ``<loss>_with_grad`` kernel and keeps the gradient for
-backward instead of recomputing it.  Gradients with respect to targets are
+backward instead of recomputing it (``loss.backward()`` receives it as it is,
+another ``grad_output`` scales it).  Gradients with respect to targets are
 those of PyTorch for the losses of ``input - target`` (``mse_loss``,
 ``l1_loss``, ``huber_loss``, ``log_cosh_loss``); for the other targets and
 for class ``weight``/``pos_weight`` backward raises ``NotImplementedError``
@@ -237,10 +238,17 @@ def with_grad_impl({params}):
     def _backward_fused(self, ctx, grad_output, *_):
         first_order_only(self.spec.name)
         no_gradient(ctx, self.spec.name, self._unsupported)
-        # The saved gradients are those of the loss for grad_output = 1;
-        # scale them (per row or per element for reduction="none").
-        grads = tuple(g * grad_output.reshape(grad_output.shape + (1,) * (g.ndim - grad_output.ndim))
-                      for g in ctx.saved_tensors)
+        grads = ctx.saved_tensors
+        # The saved gradients are those of the loss for grad_output = 1.
+        # ``loss.backward()`` passes exactly 1: hand them over as they are
+        # (for an LM head's dW that saves a pass over V x H floats); else
+        # scale them (per row or per element for reduction="none").  Not
+        # while tracing: ``item()`` would need a concrete value.
+        if not (type(grad_output) is torch.Tensor and grad_output.ndim == 0
+                and not torch.compiler.is_compiling() and grad_output.item() == 1.0):
+            grads = tuple(g * grad_output.reshape(grad_output.shape
+                                                  + (1,) * (g.ndim - grad_output.ndim))
+                          for g in grads)
         return self._input_grads(ctx, grads)
 
     # --- the call --------------------------------------------------------
@@ -250,10 +258,13 @@ def with_grad_impl({params}):
         A tensor requiring grad that fastdl has no gradient for (a class
         weight) takes the fused path too; either path's backward raises.
         """
-        route, grad = self.forward.check(args)
-        if grad and (self.spec.fuse_none or args[self._reduction_at] != "none"):
+        forward = self.forward
+        route, grad = forward.check(args)
+        if not grad:
+            return forward.run(route, grad, args)
+        if self.spec.fuse_none or args[self._reduction_at] != "none":
             return self.with_grad.run(route, grad, args)[0]
-        return self.forward.run(route, grad, args)
+        return forward.run(route, grad, args)
 
 
 def _gradients(first, grads):
@@ -338,9 +349,10 @@ def cross_entropy(input, target, weight=None, *, ignore_index=-100, reduction="m
     >>> bool(torch.allclose(logits.grad, expected))
     True
     """
-    args = (operator.index(ignore_index), reduction, float(label_smoothing))
     if not (isinstance(input, torch.Tensor) and input.ndim > 2):
-        return _CROSS_ENTROPY(input, target, weight, *args)
+        return _CROSS_ENTROPY(input, target, weight, operator.index(ignore_index), reduction,
+                              float(label_smoothing))
+    args = (operator.index(ignore_index), reduction, float(label_smoothing))
     # K-dimensional: (N, C, d1..dk) -> (N*d1*..*dk, C), one copy.
     check_tensor(target, "target", "cross_entropy", floating=False)
     n, c, spatial = input.shape[0], input.shape[1], input.shape[2:]
@@ -422,7 +434,7 @@ def _loss_function(op):
         + "".join(f", {o.name}={o.default!r}" for o in op.options)
     call = ", ".join(("input", "target") + op.extras + ("reduction",)
                      + tuple(o.name for o in op.options))
-    source = f"def {tname}(input, target{params}):\n    return _ops({call})\n"
+    source = f"def {tname}(input, target{params}):\n    return _loss({call})\n"
     if op.torch is None:
         example = ("    >>> import math\n"
                    "    >>> x, t = torch.tensor([0., 1000.], dtype=torch.float64), torch.zeros(2).double()\n"
@@ -457,7 +469,7 @@ def _loss_function(op):
         reductions=reductions, target_grad=target_grad, example=example,
         batchmean=' ("batchmean": the sum over the first dimension\'s size)'
         if "batchmean" in op.more_reductions else "")
-    fn, = _generate(source, {"_ops": ops}, tname)
+    fn, = _generate(source, {"_loss": ops}, tname)
     fn.__doc__ = doc
     return fn
 
@@ -488,8 +500,8 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
                          z_loss=0.0, softcap=None, chunk_size=None, max_memory=None):
     """Cross-entropy of ``linear(input, linear_weight, linear_bias)`` without the logits.
 
-    The signature of ``torch.nn.functional.linear_cross_entropy`` (PyTorch
-    2.10+), plus fastdl's ``z_loss``, ``softcap``, ``chunk_size`` and
+    The signature of ``torch.nn.functional.linear_cross_entropy`` (recent
+    PyTorch releases), plus fastdl's ``z_loss``, ``softcap``, ``chunk_size`` and
     ``max_memory``.
 
     Parameters
@@ -599,9 +611,8 @@ def _activation_ops(op):
     return forward_op
 
 
-def _activation(op, name, input, options, inplace):
-    if not inplace:
-        return op(input, *options)
+def _inplace(op, name, input, *options):
+    """``op`` with ``inplace=True``."""
     check_tensor(input, "input", name)
     # torch semantics: the result is written into input, which is returned.
     # Autograd needs the forward input for backward, so it gets a copy.
@@ -653,10 +664,11 @@ def _activation_function(op):
     params = "".join(f", {o.name}={o.default!r}" for o in numbers) \
         + (", inplace=False" if inplace else "") + (", *" if choices else "") \
         + "".join(f", {o.name}={o.default!r}" for o in choices)
-    options = "".join(f"{o.name}, " for o in op.options)
-    source = (f"def {tname}(input{params}):\n"
-              f"    return _activation(_op, {tname!r}, input, ({options}), "
-              f"{'inplace' if inplace else 'False'})\n")
+    options = "".join(f", {o.name}" for o in op.options)
+    source = f"def {tname}(input{params}):\n"
+    if inplace:
+        source += f"    if inplace:\n        return _inplace(_op, {tname!r}, input{options})\n"
+    source += f"    return _op(input{options})\n"
     options_doc = "".join(
         f"\n    {o.name} : {type(o.default).__name__}, default {o.default!r}\n"
         f"        As for :func:`fastdl.{op.name}`." for o in op.options)
@@ -666,7 +678,7 @@ def _activation_function(op):
     doc = _ACTIVATION_DOC.format(
         name=op.name, tname=tname, options_doc=options_doc,
         inplace_note=" (``input`` itself when ``inplace``)" if inplace else "")
-    fn, = _generate(source, {"_op": forward_op, "_activation": _activation}, tname)
+    fn, = _generate(source, {"_op": forward_op, "_inplace": _inplace}, tname)
     fn.__doc__ = doc
     return fn
 
