@@ -448,6 +448,24 @@ def test_opcheck(op):
     torch.library.opcheck(op.overload, _opcheck_args(op))
 
 
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_opcheck_kdim_cross_entropy(reduction):
+    """K-dimensional logits go to fastdl as they are: the fakes' shapes and the
+    per-sample scaling of the kept gradient (along the class axis 1)."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(3, 4, 2, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    t = torch.randint(0, 4, (3, 2, 5), generator=g)
+    t[0, 1, ::2] = -100
+    w = torch.rand(4, dtype=torch.float64, generator=g) + 0.5
+    ops = FT.LOSS_OPS["cross_entropy"]
+    for op in (ops.forward, ops.with_grad):
+        torch.library.opcheck(op.overload, (x, t, w, -100, reduction, 0.1))
+    shape = (3, 2, 5) if reduction == "none" else ()
+    grad_output = torch.randn(shape, dtype=torch.float64, generator=g)
+    torch.library.opcheck(ops.backward.overload,
+                          (grad_output, x.detach(), t, w, -100, reduction, 0.1))
+
+
 def test_all_custom_ops_are_listed():
     listed = {op.name for op in FT.ALL_OPS}
     assert len(listed) == len(FT.ALL_OPS)
@@ -595,6 +613,9 @@ def test_fake_tensor_mode_uses_the_registered_fake():
         loss = ft.cross_entropy(x, torch.zeros(4, dtype=torch.long), reduction="none")
         assert loss.shape == (4,)
         assert ft.linear(torch.empty(2, 5, 3), torch.empty(6, 3)).shape == (2, 5, 6)
+        kdim = ft.cross_entropy(torch.empty(2, 5, 3, 4), torch.zeros(2, 3, 4, dtype=torch.long),
+                                reduction="none")
+        assert kdim.shape == (2, 3, 4)
 
 
 # ---------------------------------------------------------------------------

@@ -106,8 +106,11 @@ class _LossSpec(NamedTuple):
     scalars: tuple
     #: the float tensors fastdl differentiates, in the order its gradients come
     grads: tuple
-    #: "none" gives one loss per row (per element otherwise)
-    rows: bool = False
+    #: the cross-entropies: the input's axis a loss of reduction="none" does
+    #: not have (PyTorch's class axis 1; for x (N, H) of the fused head, H),
+    #: along which a per-sample grad_output broadcasts; a 1-D input gives one
+    #: loss.  None: one loss per element.
+    class_axis: int | None = None
     #: an input whose gradient is minus the first input's (losses of input - target)
     negated: str | None = None
     #: the fused kernel serves reduction="none" (not when a gradient mixes rows)
@@ -197,7 +200,10 @@ def with_grad_impl({params}):
         input = args[0]
         if args[self._reduction_at] != "none":
             return input.new_empty(())
-        return input.new_empty(input.shape[:-1] if self.spec.rows else input.shape)
+        axis = self.spec.class_axis
+        if axis is None:
+            return input.new_empty(input.shape)
+        return input.new_empty(() if input.ndim == 1 else input.shape[:axis] + input.shape[axis + 1:])
 
     def _fake_grads(self, args):
         return tuple(args[0].new_empty(0) if args[i] is None else args[i].new_empty(args[i].shape)
@@ -242,13 +248,13 @@ def with_grad_impl({params}):
         # The saved gradients are those of the loss for grad_output = 1.
         # ``loss.backward()`` passes exactly 1: hand them over as they are
         # (for an LM head's dW that saves a pass over V x H floats); else
-        # scale them (per row or per element for reduction="none").  Not
+        # scale them (per sample or per element for reduction="none").  Not
         # while tracing: ``item()`` would need a concrete value.
         if not (type(grad_output) is torch.Tensor and grad_output.ndim == 0
                 and not torch.compiler.is_compiling() and grad_output.item() == 1.0):
-            grads = tuple(g * grad_output.reshape(grad_output.shape
-                                                  + (1,) * (g.ndim - grad_output.ndim))
-                          for g in grads)
+            if 0 < grad_output.ndim < grads[0].ndim:  # one per sample: broadcast over classes
+                grad_output = grad_output.unsqueeze(self.spec.class_axis)
+            grads = tuple(g * grad_output for g in grads)
         return self._input_grads(ctx, grads)
 
     # --- the call --------------------------------------------------------
@@ -288,7 +294,7 @@ def _register_loss(spec):
 _CROSS_ENTROPY = _register_loss(_LossSpec(
     "cross_entropy", positional=("input", "target"), optional=(("weight", "weight"),),
     scalars=(("ignore_index", "int"), ("reduction", "str"), ("label_smoothing", "float")),
-    grads=("input",), rows=True, grad_output_last=True))
+    grads=("input",), class_axis=1, grad_output_last=True))
 
 
 def cross_entropy(input, target, weight=None, *, ignore_index=-100, reduction="mean",
@@ -334,8 +340,10 @@ def cross_entropy(input, target, weight=None, *, ignore_index=-100, reduction="m
     :func:`fastdl.cross_entropy` does the work (stable log-sum-exp per row,
     float64 sums).  With an input that requires grad it runs
     :func:`fastdl.cross_entropy_with_grad` and keeps the gradient, so
-    backward costs one multiplication.  K-dimensional input is moved to
-    (N·d1·…·dk, C) with ``movedim(1, -1).reshape`` (a copy) before the call.
+    backward costs at most one multiplication.  K-dimensional input goes to
+    fastdl as it is (its class axis 1, as PyTorch's), which reads the rows
+    of classes through one transposed copy (and returns the gradient in the
+    input's layout).
 
     Examples
     --------
@@ -349,26 +357,8 @@ def cross_entropy(input, target, weight=None, *, ignore_index=-100, reduction="m
     >>> bool(torch.allclose(logits.grad, expected))
     True
     """
-    if not (isinstance(input, torch.Tensor) and input.ndim > 2):
-        return _CROSS_ENTROPY(input, target, weight, operator.index(ignore_index), reduction,
-                              float(label_smoothing))
-    args = (operator.index(ignore_index), reduction, float(label_smoothing))
-    # K-dimensional: (N, C, d1..dk) -> (N*d1*..*dk, C), one copy.
-    check_tensor(target, "target", "cross_entropy", floating=False)
-    n, c, spatial = input.shape[0], input.shape[1], input.shape[2:]
-    if target.is_floating_point():
-        if target.shape != input.shape:
-            raise ValueError(f"fastdl.torch.cross_entropy: probability target has shape "
-                             f"{tuple(target.shape)}; input {tuple(input.shape)} needs its shape")
-        target = target.movedim(1, -1).reshape(-1, c)
-    else:
-        if target.shape != (n,) + spatial:
-            raise ValueError(f"fastdl.torch.cross_entropy: class-index target has shape "
-                             f"{tuple(target.shape)}; input {tuple(input.shape)} needs "
-                             f"{(n,) + tuple(spatial)}")
-        target = target.reshape(-1)
-    loss = _CROSS_ENTROPY(input.movedim(1, -1).reshape(-1, c), target, weight, *args)
-    return loss.reshape((n,) + spatial) if reduction == "none" else loss
+    return _CROSS_ENTROPY(input, target, weight, operator.index(ignore_index), reduction,
+                          float(label_smoothing))
 
 
 # ---------------------------------------------------------------------------
@@ -489,7 +479,7 @@ _LINEAR_CROSS_ENTROPY = _register_loss(_LossSpec(
     scalars=(("ignore_index", "int"), ("reduction", "str"), ("label_smoothing", "float"),
              ("z_loss", "float"), ("softcap", "float?"), ("chunk_size", "int?"),
              ("max_memory", "int?")),
-    grads=("input", "linear_weight", "linear_bias"), rows=True,
+    grads=("input", "linear_weight", "linear_bias"), class_axis=1,
     # dW and db of reduction="none" weigh each row by its grad_output: no
     # gradient for grad_output = 1 can be rescaled into them.
     fuse_none=False, grad_output_last=True))
