@@ -90,7 +90,8 @@ def _ce_inputs(case, shape, dtype, gen):
     C = shape[1] if len(shape) > 1 else shape[0]
     x = 3 * torch.randn(shape, dtype=dtype, generator=gen)
     if case.get("prob"):
-        target = torch.softmax(torch.randn(shape, dtype=dtype, generator=gen), 1 if len(shape) > 1 else 0)
+        target = torch.softmax(torch.randn(shape, dtype=dtype, generator=gen),
+                               1 if len(shape) > 1 else 0)
     else:
         tshape = (shape[0],) + shape[2:] if len(shape) > 1 else ()
         target = torch.randint(0, C, tshape, generator=gen)

@@ -203,7 +203,9 @@ def with_grad_impl({params}):
         axis = self.spec.class_axis
         if axis is None:
             return input.new_empty(input.shape)
-        return input.new_empty(() if input.ndim == 1 else input.shape[:axis] + input.shape[axis + 1:])
+        if input.ndim == 1:
+            return input.new_empty(())
+        return input.new_empty(input.shape[:axis] + input.shape[axis + 1:])
 
     def _fake_grads(self, args):
         return tuple(args[0].new_empty(0) if args[i] is None else args[i].new_empty(args[i].shape)
@@ -427,8 +429,9 @@ def _loss_function(op):
     source = f"def {tname}(input, target{params}):\n    return _loss({call})\n"
     if op.torch is None:
         example = ("    >>> import math\n"
-                   "    >>> x, t = torch.tensor([0., 1000.], dtype=torch.float64), torch.zeros(2).double()\n"
-                   f"    >>> ft.{tname}(x, t, reduction='none')[1].item() == 1000 - math.log(2)  # no overflow\n"
+                   "    >>> x = torch.tensor([0., 1000.], dtype=torch.float64)\n"
+                   f"    >>> loss = ft.{tname}(x, torch.zeros_like(x), reduction='none')\n"
+                   "    >>> loss[1].item() == 1000 - math.log(2)  # no overflow\n"
                    "    True")
         twin = "a ``torch.nn.functional`` loss (PyTorch has no twin)"
     else:
@@ -610,7 +613,7 @@ def _inplace(op, name, input, *options):
     return input.copy_(op(source, *options))
 
 
-_ACTIVATION_DOC = """fastdl's :func:`fastdl.{name}` with the signature of ``torch.nn.functional.{tname}``.
+_ACTIVATION_DOC = """:func:`fastdl.{name}` with the signature of ``torch.nn.functional.{tname}``.
 
     Parameters
     ----------
@@ -896,7 +899,7 @@ _LINEAR = Op("linear", _linear_impl,
 
 
 def linear(input, weight, bias=None):
-    """``input @ weight.T + bias`` (``torch.nn.functional.linear``), by :func:`fastdl.affine_forward`.
+    """``input @ weight.T + bias`` (``torch.nn.functional.linear``), by fastdl.
 
     Parameters
     ----------
