@@ -31,3 +31,17 @@ def test_lm_stdlib_docstrings_learns():
     first, last = result["history"]
     assert last < first < result["uniform"] - 1.0, result["history"]
     assert math.isfinite(last)
+
+
+def test_torch_lm_heads_train_in_lockstep():
+    """fastdl.torch's fused head gives PyTorch's losses, step by step."""
+    pytest.importorskip("torch")
+    import torch_lm_stdlib
+
+    result = torch_lm_stdlib.main(limit_files=30, max_tokens=8000, batch_size=256,
+                                  max_steps=12, threads=1, verbose=False)
+    ours = result["losses"]["fastdl.torch"]
+    assert len(ours) == 12 and ours[-1] < ours[0] - 0.5, ours
+    for name in ("torch linear_cross_entropy", "torch linear + cross_entropy"):
+        theirs = result["losses"][name]
+        assert max(abs(a - b) / abs(b) for a, b in zip(ours, theirs)) < 1e-4, name
