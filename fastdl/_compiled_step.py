@@ -637,7 +637,7 @@ def compile_step(model, criterion, optimizer):
     >>> step = compile_step(net, losses.CrossEntropyLoss(), opt)
     >>> x = np.ones((2, 4), np.float32)
     >>> loss = step(x, np.array([0, 2]))
-    >>> loss > 0, net[0].W.grad.shape
+    >>> bool(loss > 0), net[0].W.grad.shape
     (True, (8, 4))
     """
     from . import layers as layers_mod
