@@ -20,6 +20,30 @@ Build switches (environment variables, read at build time):
     Appended by the compiler driver before our flags (e.g.
     ``CFLAGS=-march=native`` for a local, non-portable build).
 
+Rebuilds are incremental, also under pip, whose isolated build environment
+is new each time (fresh Cython and NumPy installs, whose files all look
+newer than our outputs, and temporary build directories for an editable
+install):
+
+* a C file is regenerated only when an in-tree source it depends on (its
+  .pyx, the .pxd files it cimports, the .pyx it includes) is newer than it,
+  or when Cython's version, NumPy's version or the compiler directives
+  differ from those recorded in ``build/cython_config.txt`` by the run that
+  made it (see :func:`cythonize_outdated`); the timestamps of Cython's and
+  NumPy's own .pxd files are not compared, their versions stand for them;
+* an extension is compiled and linked only when its C file, a header or
+  .pxd of its ``depends``, or the build configuration (compiler, flags,
+  Python, NumPy: ``build_config.txt`` in the build's temporary
+  folder) is newer than the module built before (setuptools' own check);
+  in-place builds keep their build folders in ``build/inplace.<platform>``
+  instead of pip's temporary ones (see :class:`BuildExtWithInfo`).
+
+A second ``pip install -e .`` with nothing changed therefore compiles
+nothing, and touching one .pyx rebuilds its two modules.  ``python -m
+build`` always compiles everything: it builds the wheel from the sdist,
+unpacked in a new temporary folder, which is what shows the sdist to be
+complete.  ``rm -rf build`` forces a full rebuild.
+
 Templates: ``kernels/<stem>.pyx.tp`` is expanded into ``kernels/<stem>.pyx``
 (Cython's Tempita) with the op names of the op table ``fastdl/_ops.py``,
 loaded by path (the package is not built yet), before cythonizing; see
@@ -182,13 +206,41 @@ PLATFORM = {plat!r}
 '''
 
 
-class BuildExtWithInfo(build_ext):
-    """build_ext that also writes ``fastdl/_build_info.py`` beside the package.
+def _in_tree(path):
+    """Whether ``path`` (relative to the project, or absolute) lies in it."""
+    try:
+        (HERE / path).resolve().relative_to(HERE)
+    except ValueError:
+        return False
+    return True
 
-    The path is derived from where the extensions go, so it lands in the
-    wheel for a normal build and in the source tree for ``--inplace`` /
-    editable builds.
+
+class BuildExtWithInfo(build_ext):
+    """build_ext with incremental in-place builds and a build record.
+
+    * In-place builds (an editable install, ``--inplace``) build in
+      ``build/inplace.<platform>-<python>/{lib,temp}`` instead of the new
+      temporary folders pip's editable install gives them, so setuptools'
+      up-to-date check has the previous outputs to compare against (then
+      they are copied into the source tree, as always).
+    * Every extension also depends on ``build_config.txt`` in the build's
+      temporary folder, rewritten only when the configuration changes (see
+      :meth:`_config_stamp`), so no module built with other flags, another
+      compiler, Python or NumPy survives.
+    * ``fastdl/_build_info.py`` is written beside the package: the path is
+      derived from where the extensions go, so it lands in the wheel for a
+      normal build and in the source tree for in-place / editable builds.
     """
+
+    def finalize_options(self):
+        super().finalize_options()
+        self.in_place_build = bool(self.inplace or self.editable_mode)
+        if self.in_place_build:
+            # distutils' own naming: build/lib.linux-x86_64-cpython-311.
+            tag = f"{sysconfig.get_platform()}-{sys.implementation.cache_tag}"
+            base = Path("build", f"inplace.{tag}")
+            self.build_lib = str(base / "lib")
+            self.build_temp = str(base / "temp")
 
     def run(self):
         super().run()
@@ -209,6 +261,38 @@ class BuildExtWithInfo(build_ext):
                 plat=sysconfig.get_platform(),
             )
         )
+
+    def build_extensions(self):
+        stamp = self._config_stamp()
+        for ext in self.extensions:
+            ext.depends = [d for d in ext.depends if _in_tree(d) and d != stamp] + [stamp]
+        super().build_extensions()
+
+    def _config_stamp(self):
+        """``build_config.txt`` in ``build_temp``: every input of the compile
+        and link steps besides the files, rewritten only when one changes.
+
+        NumPy's headers are named by NumPy's version: their paths (and
+        timestamps) are new in every isolated build environment.
+        """
+        numpy_inc = np.get_include()
+        lines = [
+            f"python {sys.version.split()[0]} {sysconfig.get_config_var('EXT_SUFFIX')}",
+            f"numpy {np.__version__}",
+            f"cython {cython_version}",
+        ]
+        for attr in ("compiler_so", "linker_so", "include_dirs", "library_dirs"):
+            lines.append(f"{attr} {getattr(self.compiler, attr, None)!r}")
+        for ext in self.extensions:
+            incs = ["<numpy headers>" if i == numpy_inc else i for i in ext.include_dirs]
+            lines.append(f"{ext.name} {ext.extra_compile_args!r} {ext.extra_link_args!r} "
+                         f"{ext.define_macros!r} {incs!r} {ext.libraries!r}")
+        text = "\n".join(lines) + "\n"
+        stamp = Path(self.build_temp, "build_config.txt")
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        if not stamp.exists() or stamp.read_text() != text:
+            stamp.write_text(text)
+        return str(stamp)
 
 
 #: The op table the templates are expanded with.
@@ -289,6 +373,100 @@ def _drop_stale_c(pyx, module):
         c.unlink()
 
 
+#: Cython's options for every kernel; with Cython's and NumPy's versions they
+#: are recorded in CYTHON_CONFIG (see cythonize_outdated).
+CYTHON_OPTIONS = dict(
+    include_path=["kernels"],
+    compiler_directives={
+        "language_level": "3",
+        "boundscheck": False,
+        "wraparound": False,
+        "initializedcheck": False,
+        "cdivision": True,
+    },
+)
+CYTHON_CONFIG = Path("build", "cython_config.txt")
+
+
+def _dependency_tree():
+    """Cython's own dependency scanner (the one cythonize uses), or None.
+
+    Not a documented API: should a Cython release change it, every module is
+    regenerated as before (slower, never stale).
+    """
+    try:
+        from Cython.Build.Dependencies import create_dependency_tree
+        from Cython.Compiler.Main import CompilationOptions, Context
+
+        options = CompilationOptions(include_path=CYTHON_OPTIONS["include_path"])
+        return create_dependency_tree(Context.from_options(options), quiet=True)
+    except Exception:  # noqa: BLE001 - any failure means "scan nothing"
+        return None
+
+
+def cythonize_outdated(exts):
+    """cythonize the extensions whose C file is out of date; pass the others
+    through with their existing C file as the source.
+
+    A C file is up to date when it exists, no in-tree file it depends on
+    (found by Cython's scanner: the .pyx, the .pyx it includes, the .pxd it
+    cimports) is newer, and ``build/cython_config.txt`` records the same
+    Cython version, NumPy version and options as now.  cythonize's own check
+    cannot be used under pip: it also compares the installed .pxd files of
+    Cython and NumPy, which are new in every isolated build environment, so
+    it regenerated every module on every install (and every regenerated C
+    file is then compiled again).  Their versions stand for them here.
+
+    Each extension's ``depends`` becomes the in-tree .pxd files it cimports
+    and the headers in kernels/ (all of which the C files include through
+    _common.pxd and _pointwise.pxd), so build_ext recompiles a module when
+    one of those changes even if its C file did not.
+    """
+    config = HERE / CYTHON_CONFIG
+    signature = (f"Cython {cython_version}\nNumPy {np.__version__}\n"
+                 f"options {CYTHON_OPTIONS!r}\n")
+    same_config = config.exists() and config.read_text() == signature
+    tree = _dependency_tree()
+    headers = sorted(str(h.relative_to(HERE)) for h in Path(HERE, "kernels").glob("*.h"))
+    every_pxd = sorted(str(h.relative_to(HERE)) for pattern in ("*.pxd", "*.pxi")
+                       for h in Path(HERE, "kernels").glob(pattern))
+    outdated, c_files = [], {}
+    for ext in exts:
+        source = ext.sources[0]
+        c = HERE / Path(source).with_suffix(".c")
+        if tree is None:
+            ext.depends = every_pxd + headers
+            outdated.append(ext)
+            continue
+        deps = sorted(d for d in tree.all_dependencies(source) if _in_tree(d))
+        ext.depends = [d for d in deps if not d.endswith((".pyx", ".py"))] + headers
+        if (same_config and c.exists()
+                and all(os.path.getmtime(HERE / d) <= c.stat().st_mtime for d in deps)):
+            c_files[ext.name] = str(Path(source).with_suffix(".c"))
+        else:
+            outdated.append(ext)
+    cythonized = {}
+    if outdated:
+        # force: these are out of date by the rules above, whatever
+        # cythonize's timestamps say (a changed option leaves none newer).
+        for ext in cythonize(outdated, force=tree is not None, **CYTHON_OPTIONS):
+            # cythonize adds the "cdef extern from" headers it found, NumPy's
+            # by absolute path into the build environment: keep in-tree ones.
+            ext.depends = sorted({d for d in ext.depends if _in_tree(d)})
+            cythonized[ext.name] = ext
+    if not same_config and tree is not None:
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(signature)
+    result = []
+    for ext in exts:
+        if ext.name in c_files:
+            ext.sources = [c_files[ext.name]]
+            result.append(ext)
+        else:
+            result.append(cythonized[ext.name])
+    return result
+
+
 def extensions():
     """Each ``kernels/<stem>.pyx`` twice, as ``fastdl.backends.cython._<stem>``
     and ``fastdl.backends.cython._<stem>_serial``.
@@ -303,8 +481,7 @@ def extensions():
     macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
     if not SIMD_CLONES:
         macros.append(("FASTDL_NO_SIMD_CLONES", "1"))
-    common = dict(include_dirs=[np.get_include(), "kernels"],
-                  depends=["kernels/_common.pxd", "kernels/_fastexp.h"])
+    common = dict(include_dirs=[np.get_include(), "kernels"])
     expand_templates()
     exts = []
     for pyx in sorted(Path(HERE, "kernels").glob("*.pyx")):
@@ -328,17 +505,7 @@ def extensions():
                 **common,
             )
         )
-    return cythonize(
-        exts,
-        include_path=["kernels"],
-        compiler_directives={
-            "language_level": "3",
-            "boundscheck": False,
-            "wraparound": False,
-            "initializedcheck": False,
-            "cdivision": True,
-        },
-    )
+    return cythonize_outdated(exts)
 
 
 setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExtWithInfo})
