@@ -16,9 +16,19 @@ Build switches (environment variables, read at build time):
     by an ifunc resolver (see ``kernels/_fastexp.h``): used by
     ``.ci/test_wheel.sh`` to test the baseline path on a CPU whose dynamic
     dispatch would otherwise always pick the AVX2 copy.
+``FASTDL_DEBUG=1``
+    Keep the debug information in every build.  By default only in-place
+    builds keep it (``pip install -e .``, ``setup.py build_ext --inplace``:
+    the development builds, where gdb and perf should see the kernels'
+    source lines); every other build (``pip install .``, ``python -m
+    build``, cibuildwheel) is a release build, compiled with ``-g0`` (about
+    30% less compile time) and linked with ``-Wl,--strip-debug`` on Linux,
+    which takes the ten compiled modules from 22 MB to 4 MB.  The symbol
+    table stays, so profilers and backtraces still name the functions.
 ``CFLAGS``
     Appended by the compiler driver before our flags (e.g.
-    ``CFLAGS=-march=native`` for a local, non-portable build).
+    ``CFLAGS=-march=native`` for a local, non-portable build; a ``-g`` here
+    is overridden by a release build's ``-g0``: use ``FASTDL_DEBUG=1``).
 
 Rebuilds are incremental, also under pip, whose isolated build environment
 is new each time (fresh Cython and NumPy installs, whose files all look
@@ -33,7 +43,7 @@ install):
   NumPy's own .pxd files are not compared, their versions stand for them;
 * an extension is compiled and linked only when its C file, a header or
   .pxd of its ``depends``, or the build configuration (compiler, flags,
-  Python, NumPy: ``build_config.txt`` in the build's temporary
+  Python, NumPy, debug policy: ``build_config.txt`` in the build's temporary
   folder) is newer than the module built before (setuptools' own check);
   in-place builds keep their build folders in ``build/inplace.<platform>``
   instead of pip's temporary ones (see :class:`BuildExtWithInfo`).
@@ -198,6 +208,8 @@ OPENMP = {openmp!r}
 OPENMP_FLAGS = {omp_why!r}
 SIMD_CLONES = {clones!r}
 COMPILE_ARGS = {args!r}
+LINK_ARGS = {link_args!r}
+DEBUG_INFO = {debug_info!r}
 CFLAGS = {cflags!r}
 CC = {cc!r}
 CYTHON = {cython!r}
@@ -215,18 +227,34 @@ def _in_tree(path):
     return True
 
 
+def debug_flags(keep):
+    """(compile, link) flags that drop the debug information, or ([], []).
+
+    MSVC writes none without /Zi, so there is nothing to drop.  ``-g0``
+    comes after Python's own ``-g`` on the command line and wins; the linker
+    flag also drops whatever debug sections other objects bring.
+    """
+    if keep or _compiler_is_msvc():
+        return [], []
+    link = ["-Wl,--strip-debug"] if sys.platform.startswith("linux") else []
+    return ["-g0"], link
+
+
 class BuildExtWithInfo(build_ext):
-    """build_ext with incremental in-place builds and a build record.
+    """build_ext with incremental in-place builds, stripped release builds
+    and a build record.
 
     * In-place builds (an editable install, ``--inplace``) build in
       ``build/inplace.<platform>-<python>/{lib,temp}`` instead of the new
       temporary folders pip's editable install gives them, so setuptools'
       up-to-date check has the previous outputs to compare against (then
       they are copied into the source tree, as always).
+    * Release builds drop the debug information, in-place builds keep it;
+      ``FASTDL_DEBUG=1`` keeps it everywhere (see :func:`debug_flags`).
     * Every extension also depends on ``build_config.txt`` in the build's
       temporary folder, rewritten only when the configuration changes (see
       :meth:`_config_stamp`), so no module built with other flags, another
-      compiler, Python or NumPy survives.
+      compiler, Python or NumPy, or the other debug policy survives.
     * ``fastdl/_build_info.py`` is written beside the package: the path is
       derived from where the extensions go, so it lands in the wheel for a
       normal build and in the source tree for in-place / editable builds.
@@ -248,12 +276,16 @@ class BuildExtWithInfo(build_ext):
         package = next(p for p in ext_path.parents if p.name == "fastdl")
         target = package / "_build_info.py"  # fastdl/backends/cython/x -> fastdl/
         cc = self.compiler.compiler_so if hasattr(self.compiler, "compiler_so") else []
+        keep = self._keep_debug_info()
+        compile_debug, link_debug = debug_flags(keep)
         target.write_text(
             BUILD_INFO.format(
                 openmp=bool(OMP_C),
                 omp_why=OMP_WHY,
                 clones=tuple(SIMD_CLONES),
-                args=tuple(OPT + OMP_C),
+                args=tuple(OPT + OMP_C + compile_debug),
+                link_args=tuple(OMP_L + link_debug),
+                debug_info="kept" if keep else "stripped",
                 cflags=os.environ.get("CFLAGS", ""),
                 cc=" ".join(cc) if isinstance(cc, list) else str(cc),
                 cython=cython_version,
@@ -262,7 +294,16 @@ class BuildExtWithInfo(build_ext):
             )
         )
 
+    def _keep_debug_info(self):
+        return self.in_place_build or _flag("FASTDL_DEBUG")
+
     def build_extensions(self):
+        compile_debug, link_debug = debug_flags(self._keep_debug_info())
+        for ext in self.extensions:
+            if not hasattr(ext, "fastdl_args"):  # once, should build_ext run twice
+                ext.fastdl_args = (list(ext.extra_compile_args), list(ext.extra_link_args))
+            ext.extra_compile_args = ext.fastdl_args[0] + compile_debug
+            ext.extra_link_args = ext.fastdl_args[1] + link_debug
         stamp = self._config_stamp()
         for ext in self.extensions:
             ext.depends = [d for d in ext.depends if _in_tree(d) and d != stamp] + [stamp]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the sdist and the wheel with `python -m build`, check what each
-# contains, install the wheel into a fresh venv (no Cython, no compiler on
+# contains (and that the wheel's compiled modules carry no debug sections),
+# install the wheel into a fresh venv (no Cython, no compiler on
 # PATH for the test run) and run the test suite against the installed
 # package; then check that a read-only install with no writable HOME still
 # imports and computes (Numba cache redirected or disabled, never a crash).
@@ -8,6 +9,7 @@
 # Usage: .ci/test_wheel.sh [WORKDIR]     (default: a new temporary directory)
 # Build switches pass through (see setup.py), e.g.
 #   FASTDL_NO_SIMD_CLONES=1 .ci/test_wheel.sh   # test the baseline exp path
+#   FASTDL_DEBUG=1 .ci/test_wheel.sh            # a wheel with debug information
 # Needs network access to PyPI (build dependencies and test extras).
 set -euo pipefail
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
@@ -59,6 +61,47 @@ for pat in ["*.pyx", "*.c", "*.nbi", "*.nbc", "tests/*"]:
     if has(w, pat): problems.append(f"wheel ships {pat}: {has(w, pat)[:3]}")
 print(f"sdist: {len(s)} files; wheel: {len(w)} files;",
       "compiled:", ", ".join(n.rsplit("/", 1)[1] for n in has(w, "*.so")))
+
+# Release wheels are stripped (setup.py: -g0, -Wl,--strip-debug): no ELF
+# module may carry .debug_* sections, unless FASTDL_DEBUG=1 asked for them.
+def elf_sections(data):
+    """Section names of an ELF file (bytes), or None if it is not ELF."""
+    import struct
+    if data[:4] != b"\x7fELF":
+        return None
+    end = "<" if data[5] == 1 else ">"
+    if data[4] == 2:  # ELFCLASS64
+        shoff, = struct.unpack_from(end + "Q", data, 0x28)
+        shentsize, shnum, shstrndx = struct.unpack_from(end + "HHH", data, 0x3A)
+        off_at, fmt = 0x18, "Q"
+    else:
+        shoff, = struct.unpack_from(end + "I", data, 0x20)
+        shentsize, shnum, shstrndx = struct.unpack_from(end + "HHH", data, 0x2E)
+        off_at, fmt = 0x10, "I"
+    def header(i):
+        base = shoff + i * shentsize
+        name, = struct.unpack_from(end + "I", data, base)
+        offset, = struct.unpack_from(end + fmt, data, base + off_at)
+        return name, offset
+    _, strtab = header(shstrndx)
+    names = []
+    for i in range(shnum):
+        name, _ = header(i)
+        names.append(data[strtab + name:data.index(b"\0", strtab + name)].decode())
+    return names
+
+import os
+zf = zipfile.ZipFile(wheel)
+so_bytes = 0
+for n in has(w, "*.so"):
+    data = zf.read(n)
+    so_bytes += len(data)
+    sections = elf_sections(data)
+    debug = [x for x in sections or [] if x.startswith(".debug_")]
+    if debug and os.environ.get("FASTDL_DEBUG", "0") in ("", "0"):
+        problems.append(f"wheel ships an unstripped {n.rsplit('/', 1)[1]}: {debug[:3]}")
+print(f"wheel {os.path.getsize(wheel) / 1e6:.2f} MB;",
+      f"compiled modules {so_bytes / 1e6:.2f} MB unpacked")
 if problems:
     print("\n".join(problems)); sys.exit(1)
 PYEOF
