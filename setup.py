@@ -81,6 +81,7 @@ from Cython import __version__ as cython_version
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).parent.resolve()
 
@@ -336,6 +337,22 @@ class BuildExtWithInfo(build_ext):
         return str(stamp)
 
 
+class BuildPyWithoutRecord(build_py):
+    """build_py that leaves out ``fastdl/_build_info.py``.
+
+    build_ext writes the record for each build (into the wheel, or into the
+    source tree for an in-place build), so one left in the tree by an
+    in-place build is neither copied into a wheel nor shipped in an sdist
+    (sdist lists the package's modules through build_py).  Leaving it out
+    here rather than with an ``exclude`` in MANIFEST.in: that one warns on
+    every build from a clean tree, where there is nothing to exclude.
+    """
+
+    def find_package_modules(self, package, package_dir):
+        return [m for m in super().find_package_modules(package, package_dir)
+                if (m[0], m[1]) != ("fastdl", "_build_info")]
+
+
 #: The op table the templates are expanded with.
 OPS_PY = HERE / "fastdl" / "_ops.py"
 
@@ -549,4 +566,5 @@ def extensions():
     return cythonize_outdated(exts)
 
 
-setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExtWithInfo})
+setup(ext_modules=extensions(),
+      cmdclass={"build_ext": BuildExtWithInfo, "build_py": BuildPyWithoutRecord})

@@ -51,7 +51,8 @@ for pat in ["kernels/*.pyx", "kernels/_common.pxd", "kernels/_fastexp.h", "tests
             "fastdl/backends/cython/_*.pyi", "CHANGELOG.md", "setup.py", "pyproject.toml"]:
     if not has(s, pat): problems.append(f"sdist lacks {pat}")
 if not has(s, "tests/c/simd_copies.c"): problems.append("sdist lacks tests/c/simd_copies.c")
-for pat in ["*.c", "*.so", "*.pyd", "*.nbi", "*.nbc", "*__pycache__*", "fastdl/_build_info.py"]:
+for pat in ["*.c", "*.so", "*.pyd", "*.html", "*.nbi", "*.nbc", "*__pycache__*", "*.py[cod]",
+            "fastdl/_build_info.py"]:
     found = [n for n in has(s, pat) if n != "tests/c/simd_copies.c"]  # a test's source
     if found: problems.append(f"sdist ships {pat}: {found[:3]}")
 for pat in ["fastdl/backends/cython/_*.so", "fastdl/backends/cython/_*.pyi", "fastdl/py.typed",
