@@ -5,6 +5,9 @@
 # (the exps are stored into the gradient row when a gradient is wanted),
 # then the loss, then pass 3 rescales the stored exps into the gradient.
 # No [N, C] temporary; the gradient row may be the logits row itself.
+# Short rows go through these passes a block of rows at a time (see
+# ROW_BLOCK in _common.pxd); the kernels also sum the row losses exactly
+# (math.fsum's value), which the public functions' reductions use.
 #
 # Notation: z = logits row, m = max(z), s = sum_c exp(z_c - m), so
 # log p_c = (z_c - m) - log(s) and lse = m + log(s).  Sums are in double.
@@ -20,13 +23,19 @@ from libc.math cimport fabs, isfinite, log
 from libc.stdint cimport int64_t
 from libc.string cimport memset
 
-from _common cimport (FASTDL_HAVE_OPENMP, LANES, EXP_BLOCK, row_max, exp_sum,
-                      exp_sum_store, exp_shift_sum, scale_row, lane_total,
-                      next_row)
+from _common cimport (FASTDL_HAVE_OPENMP, LANES, EXP_BLOCK, ROW_BLOCK, row_max,
+                      exp_sum, exp_sum_store, exp_shift_sum, scale_row,
+                      lane_total, next_row, block_rows, float_matrix,
+                      same_matrix, dim, data)
 
 HAVE_OPENMP = bool(FASTDL_HAVE_OPENMP)
 
 cnp.import_array()
+
+cdef extern from "numpy/arrayobject.h":
+    # A NumPy scalar of descr's type from the value at data (numpy's pxd
+    # leaves it out): 0.05 us, where np.float32(v) takes 0.23 us.
+    object PyArray_Scalar(void* data, cnp.dtype descr, object base)
 
 
 # ------------------------------------------------------- class-index targets
@@ -83,113 +92,369 @@ cdef inline double _exp_sum_smooth(const floating* z, floating m,
     return lane_total(acc_s)
 
 
-cdef inline double _ce_index_row(const floating* z, Py_ssize_t n,
-                                 Py_ssize_t t, const floating* w,
-                                 double sum_w, double eps, double scale,
-                                 floating* g,
-                                 const floating* nxt) noexcept nogil:
-    """Loss of one non-ignored row with target class t; when g is not NULL
-    also g = scale * d loss / d z.  w is NULL for unit weights (then sum_w is
-    n).  g may be z: z[t] is read first and every z_c before g_c is written.
-    nxt: the next logits row or NULL, prefetched during pass 2."""
-    cdef floating lo
-    cdef floating m = row_max(z, n, &lo)
-    cdef double zt = z[t]
-    cdef double wt = w[t] if w != NULL else 1.0
-    cdef double s, log_s, loss, sum_wd = 0.0, a, c_w, coef, et
-    cdef Py_ssize_t j
+cdef void _ce_index_block(const floating* z, const int64_t* t, Py_ssize_t nb,
+                          Py_ssize_t n, const floating* w, double sum_w,
+                          int64_t ignore_index, double eps, const double* scale,
+                          double scale1, double* loss, floating* g,
+                          const floating* pf) noexcept nogil:
+    """Rows z[0:nb] (nb <= ROW_BLOCK, C-contiguous rows of n) with targets
+    t[0:nb]: loss[k] of each row, 0 for a row whose target is
+    ignore_index; when g is not NULL also g = scale_k * d loss / d z (rows
+    of g like those of z; 0 for ignored rows), scale_k = scale[k], or
+    scale1 when scale is NULL.  w is NULL for unit weights (then sum_w is
+    n).  g may be z: every z row is read (its max and z[t]) before its g
+    row is written.  pf: the rows after the block or NULL, prefetched
+    during pass 2.
+
+    The passes run over the whole block before the next pass starts: the
+    rows of one pass are independent, so their latency chains (the max
+    folds, the exps, the log) overlap in the CPU instead of one row's
+    waiting for the previous row's.  Each row gets the same operations in
+    the same order as on its own (nb = 1 is the plain row loop), so the
+    block size never changes a result.
+    """
+    cdef floating m[ROW_BLOCK]
+    cdef floating lo[ROW_BLOCK]
+    cdef double zt[ROW_BLOCK]
+    cdef double s[ROW_BLOCK]
+    cdef double sum_wd[ROW_BLOCK]
+    cdef double log_s, wt, a, c_w, coef, et, sk, eps_n = eps / n
+    cdef Py_ssize_t k, j, tk
+    cdef const floating* zk
+    cdef floating* gk
+    cdef const floating* pk
+
+    # Pass 1: max and min of each row, and z[t] before pass 2 may overwrite
+    # it.
+    for k in range(nb):
+        tk = t[k]
+        if tk != ignore_index:
+            zk = z + k * n
+            m[k] = row_max(zk, n, &lo[k])
+            zt[k] = zk[tk]
 
     # Pass 2.  Max shift: every exp(z_c - m) <= 1 cannot overflow and the
     # max contributes 1, so s >= 1 (when m is finite) and log(s) is safe.
-    if eps == 0.0:
-        # No smoothing: the sum_c w_c log p_c term is not even formed, since
-        # 0 * (-inf) would turn a -inf logit into a NaN loss.
-        s = (exp_sum_store(z, m, g, n, nxt, lo) if g != NULL
-             else exp_sum(z, m, n, nxt, lo))
-    else:
-        s = _exp_sum_smooth(z, m, lo, w, g, n, &sum_wd, nxt)
-    log_s = log(s)
+    for k in range(nb):
+        if t[k] == ignore_index:
+            continue
+        zk = z + k * n
+        gk = g + k * n if g != NULL else NULL
+        pk = pf + k * n if pf != NULL else NULL
+        sum_wd[k] = 0.0
+        if eps == 0.0:
+            # No smoothing: the sum_c w_c log p_c term is not even formed,
+            # since 0 * (-inf) would turn a -inf logit into a NaN loss.
+            s[k] = (exp_sum_store(zk, m[k], gk, n, pk, lo[k]) if gk != NULL
+                    else exp_sum(zk, m[k], n, pk, lo[k]))
+        else:
+            s[k] = _exp_sum_smooth(zk, m[k], lo[k], w, gk, n, &sum_wd[k], pk)
 
-    # -w_t log p_t, with log p_t = (z_t - m) - log(s) (the exact-offset form,
-    # see _log_softmax_row in softmax.pyx).  An all -inf row has m = -inf and
-    # z - m = NaN, so its loss is NaN, as in the reference.
-    loss = wt * (log_s - (zt - m))
-    if eps != 0.0:
-        # (1-eps) * nll + eps/C * sum_c w_c (log(s) - (z_c - m))
-        loss = (1.0 - eps) * loss + eps / n * (log_s * sum_w - sum_wd)
+    # The losses: -w_t log p_t, with log p_t = (z_t - m) - log(s) (the
+    # exact-offset form, see _log_softmax_row in softmax.pyx).  An all -inf
+    # row has m = -inf and z - m = NaN, so its loss is NaN, as in the
+    # reference.
+    for k in range(nb):
+        tk = t[k]
+        if tk == ignore_index:
+            loss[k] = 0.0
+            continue
+        log_s = log(s[k])
+        wt = w[tk] if w != NULL else 1.0
+        loss[k] = wt * (log_s - (zt[k] - m[k]))
+        if eps != 0.0:
+            # (1-eps) * nll + eps/C * sum_c w_c (log(s) - (z_c - m))
+            loss[k] = (1.0 - eps) * loss[k] + eps_n * (log_s * sum_w - sum_wd[k])
     if g == NULL:
-        return loss
+        return
 
     # Pass 3.  d loss / d z_c = a * p_c - (eps/C) w_c - (1-eps) w_t [c == t]
     # with a = (1-eps) w_t + (eps/C) sum_w and p_c = exp(z_c - m) / s, the
     # exps being already in g.
-    et = g[t]
-    a = (1.0 - eps) * wt + eps / n * sum_w
-    coef = scale * a / s
-    c_w = scale * eps / n
-    if eps == 0.0:
-        scale_row(g, coef, n)
-    elif w == NULL:
-        for j in range(n):
-            g[j] = <floating>(g[j] * coef - c_w)
-    else:
-        for j in range(n):
-            g[j] = <floating>(g[j] * coef - c_w * w[j])
-    # The target entry is redone from its exp in double rather than by
-    # subtracting from the rounded g[t]: when p_t is close to 1 the result is
-    # a small difference that a float32 intermediate would wreck.
-    g[t] = <floating>(scale * ((a * (et / s) - eps / n * wt)
-                               - (1.0 - eps) * wt))
-    return loss
+    for k in range(nb):
+        tk = t[k]
+        gk = g + k * n
+        if tk == ignore_index:
+            memset(gk, 0, n * sizeof(floating))
+            continue
+        sk = scale[k] if scale != NULL else scale1
+        wt = w[tk] if w != NULL else 1.0
+        et = gk[tk]
+        a = (1.0 - eps) * wt + eps_n * sum_w
+        coef = sk * a / s[k]
+        c_w = sk * eps_n
+        if eps == 0.0:
+            scale_row(gk, coef, n)
+        elif w == NULL:
+            for j in range(n):
+                gk[j] = <floating>(gk[j] * coef - c_w)
+        else:
+            for j in range(n):
+                gk[j] = <floating>(gk[j] * coef - c_w * w[j])
+        # The target entry is redone from its exp in double rather than by
+        # subtracting from the rounded g[t]: when p_t is close to 1 the
+        # result is a small difference that a float32 intermediate would
+        # wreck.
+        gk[tk] = <floating>(sk * ((a * (et / s[k]) - eps_n * wt)
+                                  - (1.0 - eps) * wt))
 
 
-def cross_entropy_index(const floating[:, ::1] logits,
-                        const int64_t[::1] target,
-                        const floating[::1] weight, bint has_weight,
-                        int64_t ignore_index, double label_smoothing,
-                        const double[::1] scale, double[::1] loss,
-                        floating[:, ::1] grad, bint has_grad,
-                        int num_threads):
-    """Per-row loss (and scaled gradient) for class-index targets.
+cdef inline void _ce_index_rows_from(const floating* z, const int64_t* t,
+                                     Py_ssize_t i, Py_ssize_t bs, Py_ssize_t rows,
+                                     Py_ssize_t n, const floating* w, double sum_w,
+                                     int64_t ignore_index, double eps,
+                                     const double* scale, double scale1,
+                                     double* loss, floating* g) noexcept nogil:
+    """The block of up to bs rows from row i (see _ce_index_block)."""
+    cdef Py_ssize_t nb = min(bs, rows - i)
+    _ce_index_block(z + i * n, t + i, nb, n, w, sum_w, ignore_index, eps,
+                    scale + i if scale != NULL else NULL, scale1, loss + i,
+                    g + i * n if g != NULL else NULL,
+                    z + (i + nb) * n if i + nb < rows else NULL)
 
-    weight is a dummy when has_weight is false; grad and scale are dummies
-    (never read) when has_grad is false.  Needs N >= 1 and C >= 1
-    (cython/core.py handles empty inputs).
-    """
-    cdef Py_ssize_t i, t, rows = logits.shape[0], n = logits.shape[1]
-    cdef const floating* w = &weight[0] if has_weight else NULL
+
+cdef void _ce_index_rows(const floating* z, const int64_t* t, Py_ssize_t rows,
+                         Py_ssize_t n, const floating* w, int64_t ignore_index,
+                         double eps, const double* scale, double scale1,
+                         double* loss, floating* g, int nt) noexcept nogil:
+    """Every row, a block of rows at a time, on nt threads (a plain loop for
+    one: no OpenMP region)."""
+    cdef Py_ssize_t b, j
+    cdef Py_ssize_t bs = block_rows(n, sizeof(floating))
+    cdef Py_ssize_t blocks = (rows + bs - 1) // bs
     cdef double sum_w = 0.0
-    cdef double eps = label_smoothing
-    cdef floating* g
-    if has_weight:
-        for i in range(n):
-            sum_w += weight[i]
+    if w != NULL:
+        for j in range(n):
+            sum_w += w[j]
     else:
         sum_w = <double>n
+    if nt == 1:
+        for b in range(blocks):
+            _ce_index_rows_from(z, t, b * bs, bs, rows, n, w, sum_w, ignore_index,
+                                eps, scale, scale1, loss, g)
+    else:
+        for b in prange(blocks, schedule='static', num_threads=nt):
+            _ce_index_rows_from(z, t, b * bs, bs, rows, n, w, sum_w, ignore_index,
+                                eps, scale, scale1, loss, g)
+
+
+cdef inline int _vector(object a, int typenum, Py_ssize_t n, bint write) except -1:
+    """Check that a is a C-contiguous (n,) ndarray of type typenum."""
+    if not (cnp.PyArray_Check(a) and cnp.PyArray_NDIM(<cnp.ndarray>a) == 1
+            and cnp.PyArray_TYPE(<cnp.ndarray>a) == typenum
+            and cnp.PyArray_DIM(<cnp.ndarray>a, 0) == n
+            and (cnp.PyArray_ISCARRAY(<cnp.ndarray>a) if write
+                 else cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>a))):
+        raise ValueError("kernel contract: expected a C-contiguous 1-D array of "
+                         f"{n} elements and the call's dtype")
+    return 0
+
+
+cdef inline const double* _scale_arg(object scale, Py_ssize_t rows,
+                                     double* scale1) except? NULL:
+    """scale: a float (the multiplier of every row, into scale1; returns
+    NULL) or an (N,) float64 array (returns its data)."""
+    if isinstance(scale, float):
+        scale1[0] = <double>scale
+        return NULL
+    _vector(scale, cnp.NPY_FLOAT64, rows, False)
+    return <const double*>data(scale)
+
+
+cdef object _total(const double* loss, Py_ssize_t rows, Py_ssize_t exact_max_rows):
+    """math.fsum's value of loss[0:rows] when rows < exact_max_rows and the
+    compiled sum can give it (every term and partial sum finite), else None
+    (the caller sums)."""
+    cdef bint ok = False
+    cdef double total
+    if rows >= exact_max_rows:
+        return None
     with nogil:
-        for i in prange(rows, schedule='static', num_threads=num_threads):
-            g = &grad[i, 0] if has_grad else NULL
-            t = target[i]
-            if t == ignore_index:
-                loss[i] = 0.0
-                if g != NULL:
-                    memset(g, 0, n * sizeof(floating))
-            else:
-                loss[i] = _ce_index_row(
-                    &logits[i, 0], n, t, w, sum_w, eps,
-                    scale[i] if has_grad else 0.0, g,
-                    next_row(&logits[i, 0], i, rows, n))
+        total = _exact_sum(loss, rows, &ok)
+    return total if ok else None
+
+
+cdef struct _Args:
+    # The arrays of a cross-entropy kernel call, checked (see _ce_arrays).
+    int tn                      # NPY_FLOAT32 or NPY_FLOAT64
+    Py_ssize_t rows, n
+    void* z                     # logits (rows, n)
+    void* q                     # target: int64 (rows,) or (rows, n) floats
+    void* w                     # weight (n,) or NULL
+    void* loss                  # float64 (rows,)
+    void* g                     # grad (rows, n) or NULL
+    const double* scale         # per-row scale, or NULL for scale1
+    double scale1
+
+
+cdef int _ce_arrays(object logits, object target, object weight, object scale,
+                    object loss, object grad, bint index, _Args* a) except -1:
+    """Check a kernel call's arrays against the contract; their data into a."""
+    a.tn = float_matrix(logits, 2, False)
+    a.rows = dim(logits, 0)
+    a.n = dim(logits, 1)
+    if index:
+        _vector(target, cnp.NPY_INT64, a.rows, False)
+    else:
+        same_matrix(target, logits, a.tn, False)
+    _vector(loss, cnp.NPY_FLOAT64, a.rows, True)
+    a.w = a.g = NULL
+    a.scale = NULL
+    a.scale1 = 0.0
+    if weight is not None:
+        _vector(weight, a.tn, a.n, False)
+        a.w = data(weight)
+    if grad is not None:
+        same_matrix(grad, logits, a.tn, True)
+        a.g = data(grad)
+        a.scale = _scale_arg(scale, a.rows, &a.scale1)
+    a.z, a.q, a.loss = data(logits), data(target), data(loss)
+    return 0
+
+
+def cross_entropy_index(object logits, object target, object weight,
+                        int64_t ignore_index, double label_smoothing, object scale,
+                        object loss, object grad, Py_ssize_t exact_max_rows,
+                        int num_threads):
+    """Per-row loss (and scaled gradient) for class-index targets; returns
+    the loss sum when it is exact and cheap, else None.
+
+    logits (N, C) float32/float64, target int64 (N,), weight (C,) or None,
+    scale a float or (N,) float64 (read only with a grad), loss (N,)
+    float64, grad (N, C) or None (may be logits).  Needs N >= 1 and C >= 1
+    (cython/core.py handles empty inputs).  The return value: math.fsum of
+    loss when N < exact_max_rows and every term and partial sum is finite,
+    else None.
+    """
+    cdef _Args a
+    _ce_arrays(logits, target, weight, scale, loss, grad, True, &a)
+    with nogil:
+        if a.tn == cnp.NPY_FLOAT32:
+            _ce_index_rows(<const float*>a.z, <const int64_t*>a.q, a.rows, a.n,
+                           <const float*>a.w, ignore_index, label_smoothing, a.scale,
+                           a.scale1, <double*>a.loss, <float*>a.g, num_threads)
+        else:
+            _ce_index_rows(<const double*>a.z, <const int64_t*>a.q, a.rows, a.n,
+                           <const double*>a.w, ignore_index, label_smoothing, a.scale,
+                           a.scale1, <double*>a.loss, <double*>a.g, num_threads)
+    return _total(<const double*>a.loss, a.rows, exact_max_rows)
 
 
 # -------------------------------------------- the common case, one C call
 
-# cross_entropy(_with_grad) on a small batch spent most of its time in
-# Python: checks, three np.empty, a fused-type dispatch and six typed
-# buffers to unpack, math.fsum over the row losses (measured at 64x10
-# float32: 12.2 us per call, of which the rows' arithmetic is ~2 us).  This
-# entry does the common case's checks, allocations, rows and exact sum in
-# one call; anything else returns None and the caller takes the general
-# path, which raises the errors.
+# cross_entropy(_with_grad) on a small batch spends most of its time outside
+# the rows: at 64x10 float32 the rows take ~1.5 us, a Python route through
+# the full checks, allocations, the kernel and the reduction another 3-4 us.
+# This entry (the backend contract's cross_entropy_index_fast) recognises
+# the common case, allocates, runs the rows and sums them in one call;
+# anything else returns None having written nothing, and the caller takes
+# the full checks, which raise the errors.
+
+cdef inline bint _carray(object a, int ndim, int typenum) noexcept:
+    """a is an ndarray (exactly) of ndim dimensions and type typenum, in
+    native byte order, aligned and C-contiguous."""
+    if type(a) is not _np.ndarray:
+        return False
+    return (cnp.PyArray_NDIM(<cnp.ndarray>a) == ndim
+            and cnp.PyArray_TYPE(<cnp.ndarray>a) == typenum
+            and cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>a))
+
+
+cdef inline bint _overlap(cnp.ndarray a, cnp.ndarray b) noexcept:
+    """The byte ranges of two contiguous arrays intersect."""
+    cdef char* a0 = <char*>cnp.PyArray_DATA(a)
+    cdef char* b0 = <char*>cnp.PyArray_DATA(b)
+    return a0 < b0 + cnp.PyArray_NBYTES(b) and b0 < a0 + cnp.PyArray_NBYTES(a)
+
+
+def cross_entropy_index_fast(object logits, object target, int64_t ignore_index,
+                             double label_smoothing, bint mean, object out,
+                             bint want_grad, Py_ssize_t exact_max_rows,
+                             int num_threads):
+    """The common case of fastdl.cross_entropy(_with_grad) in one call.
+
+    The case: logits an (N, C) float32/float64 ndarray, C-contiguous,
+    aligned, native byte order, N, C >= 1; target an (N,) int64 ndarray
+    likewise, every label in [0, C) and none equal to ignore_index; no class
+    weights; label_smoothing in [0, 1] (the caller checks); when want_grad,
+    out None or a writeable C-contiguous array of the logits' shape and
+    dtype sharing no memory with logits or target.  Returns (loss, grad)
+    -- loss a NumPy scalar of the logits' dtype, the mean (mean true) or
+    sum over rows; grad None unless want_grad -- or None when the call is
+    not this case.  Same values as the general route, which sums the row
+    losses with math.fsum (np.sum from exact_max_rows rows).
+    """
+    cdef int typenum
+    cdef cnp.ndarray z, t, g = None, loss
+    cdef Py_ssize_t rows, n, i
+    cdef int64_t lo, hi, v
+    cdef const int64_t* tp
+    cdef double total
+    cdef float total32
+    cdef bint ok = False
+    cdef void* gp = NULL
+    if type(logits) is not _np.ndarray:
+        return None
+    typenum = cnp.PyArray_TYPE(<cnp.ndarray>logits)
+    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
+        return None
+    if not (_carray(logits, 2, typenum) and _carray(target, 1, cnp.NPY_INT64)):
+        return None
+    z = <cnp.ndarray>logits
+    t = <cnp.ndarray>target
+    rows = cnp.PyArray_DIM(z, 0)
+    n = cnp.PyArray_DIM(z, 1)
+    if rows == 0 or n == 0 or cnp.PyArray_DIM(t, 0) != rows:
+        return None
+    tp = <const int64_t*>cnp.PyArray_DATA(t)
+    lo = hi = tp[0]
+    for i in range(1, rows):
+        v = tp[i]
+        if v < lo:
+            lo = v
+        elif v > hi:
+            hi = v
+    if lo < 0 or hi >= n or lo <= ignore_index <= hi:
+        return None
+    if want_grad:
+        if out is None:
+            g = cnp.PyArray_EMPTY(2, cnp.PyArray_DIMS(z), typenum, 0)
+        else:
+            if not (_carray(out, 2, typenum)
+                    and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out)):
+                return None
+            g = <cnp.ndarray>out
+            if (cnp.PyArray_DIM(g, 0) != rows or cnp.PyArray_DIM(g, 1) != n
+                    or _overlap(g, z) or _overlap(g, t)):
+                return None
+        gp = cnp.PyArray_DATA(g)
+    loss = cnp.PyArray_EMPTY(1, cnp.PyArray_DIMS(t), cnp.NPY_FLOAT64, 0)
+    with nogil:
+        if typenum == cnp.NPY_FLOAT32:
+            _ce_index_rows(<const float*>cnp.PyArray_DATA(z), tp, rows, n, NULL,
+                           -1, label_smoothing, NULL, 1.0 / rows if mean else 1.0,
+                           <double*>cnp.PyArray_DATA(loss), <float*>gp, num_threads)
+        else:
+            _ce_index_rows(<const double*>cnp.PyArray_DATA(z), tp, rows, n, NULL,
+                           -1, label_smoothing, NULL, 1.0 / rows if mean else 1.0,
+                           <double*>cnp.PyArray_DATA(loss), <double*>gp, num_threads)
+        if rows < exact_max_rows:
+            total = _exact_sum(<const double*>cnp.PyArray_DATA(loss), rows, &ok)
+    if rows >= exact_max_rows:
+        total = float(_np.sum(loss))
+    elif not ok:
+        total = _fsum(loss)
+    if mean:
+        total = total / rows
+    if typenum == cnp.NPY_FLOAT32:
+        total32 = <float>total
+        value = PyArray_Scalar(&total32, cnp.PyArray_DescrFromType(typenum), None)
+    else:
+        value = PyArray_Scalar(&total, cnp.PyArray_DescrFromType(typenum), None)
+    return value, g
+
+
+# ------------------------------------------------------------- exact sums
 
 cdef enum:
     # Shewchuk's partials are non-overlapping doubles, each at least 53
@@ -261,8 +526,8 @@ cdef double _exact_sum(const double* x, Py_ssize_t n, bint* ok) noexcept nogil:
 
 
 def exact_sum(const double[::1] x):
-    """math.fsum(x) computed by the compiled entry's summation, or None
-    where that defers to math.fsum (a non-finite term or running sum)."""
+    """math.fsum(x) computed by the kernels' summation, or None where
+    that defers to math.fsum (a non-finite term or running sum)."""
     cdef bint ok = False
     cdef double total = _exact_sum(&x[0], x.shape[0], &ok) if x.shape[0] else 0.0
     if x.shape[0] == 0:
@@ -270,115 +535,6 @@ def exact_sum(const double[::1] x):
     return total if ok else None
 
 
-cdef void _ce_index_rows(const floating* z, const int64_t* t, Py_ssize_t rows,
-                         Py_ssize_t n, double eps, double scale, floating* g,
-                         double* loss, int num_threads) noexcept nogil:
-    """Every row of the common case: unit weights, no row ignored."""
-    cdef Py_ssize_t i
-    for i in prange(rows, schedule='static', num_threads=num_threads):
-        loss[i] = _ce_index_row(z + i * n, n, t[i], NULL, <double>n, eps, scale,
-                                g + i * n if g != NULL else NULL,
-                                next_row(z + i * n, i, rows, n))
-
-
-cdef inline bint _carray(object a, int ndim, int typenum) noexcept:
-    """a is an ndarray (exactly) of ndim dimensions and type typenum, in
-    native byte order, aligned and C-contiguous."""
-    if type(a) is not _np.ndarray:
-        return False
-    return (cnp.PyArray_NDIM(<cnp.ndarray>a) == ndim
-            and cnp.PyArray_TYPE(<cnp.ndarray>a) == typenum
-            and cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>a))
-
-
-cdef inline bint _overlap(cnp.ndarray a, cnp.ndarray b) noexcept:
-    """The byte ranges of two contiguous arrays intersect."""
-    cdef char* a0 = <char*>cnp.PyArray_DATA(a)
-    cdef char* b0 = <char*>cnp.PyArray_DATA(b)
-    return a0 < b0 + cnp.PyArray_NBYTES(b) and b0 < a0 + cnp.PyArray_NBYTES(a)
-
-
-def cross_entropy_index_fast(object logits, object target, int64_t ignore_index,
-                             double label_smoothing, bint mean, object out,
-                             bint want_grad, int num_threads):
-    """The common case of fastdl.cross_entropy(_with_grad) in one call.
-
-    The case: logits an (N, C) float32/float64 ndarray, C-contiguous,
-    aligned, native byte order, N, C >= 1; target an (N,) int64 ndarray
-    likewise, every label in [0, C) and none equal to ignore_index; no class
-    weights; label_smoothing in [0, 1] (the caller checks); when want_grad,
-    out None or a writeable C-contiguous array of the logits' shape and
-    dtype sharing no memory with logits or target.  Returns (loss, grad)
-    -- loss a NumPy scalar of the logits' dtype, the mean (mean true) or
-    sum over rows; grad None unless want_grad -- or None when the call is
-    not this case.  Same values as the general path, which sums the row
-    losses with math.fsum (np.sum from 65536 rows).
-    """
-    cdef int typenum
-    cdef cnp.ndarray z, t, g = None, loss
-    cdef Py_ssize_t rows, n, i
-    cdef int64_t lo, hi, v
-    cdef const int64_t* tp
-    cdef double total, scale
-    cdef bint ok = False
-    cdef void* gp = NULL
-    if type(logits) is not _np.ndarray:
-        return None
-    typenum = cnp.PyArray_TYPE(<cnp.ndarray>logits)
-    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
-        return None
-    if not (_carray(logits, 2, typenum) and _carray(target, 1, cnp.NPY_INT64)):
-        return None
-    z = <cnp.ndarray>logits
-    t = <cnp.ndarray>target
-    rows = cnp.PyArray_DIM(z, 0)
-    n = cnp.PyArray_DIM(z, 1)
-    if rows == 0 or n == 0 or cnp.PyArray_DIM(t, 0) != rows:
-        return None
-    tp = <const int64_t*>cnp.PyArray_DATA(t)
-    lo = hi = tp[0]
-    for i in range(1, rows):
-        v = tp[i]
-        if v < lo:
-            lo = v
-        elif v > hi:
-            hi = v
-    if lo < 0 or hi >= n or lo <= ignore_index <= hi:
-        return None
-    if want_grad:
-        if out is None:
-            g = cnp.PyArray_EMPTY(2, cnp.PyArray_DIMS(z), typenum, 0)
-        else:
-            if not (_carray(out, 2, typenum)
-                    and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out)):
-                return None
-            g = <cnp.ndarray>out
-            if (cnp.PyArray_DIM(g, 0) != rows or cnp.PyArray_DIM(g, 1) != n
-                    or _overlap(g, z) or _overlap(g, t)):
-                return None
-        gp = cnp.PyArray_DATA(g)
-    loss = cnp.PyArray_EMPTY(1, cnp.PyArray_DIMS(t), cnp.NPY_FLOAT64, 0)
-    scale = 1.0 / rows if mean else 1.0
-    with nogil:
-        if typenum == cnp.NPY_FLOAT32:
-            _ce_index_rows(<const float*>cnp.PyArray_DATA(z), tp, rows, n,
-                           label_smoothing, scale, <float*>gp,
-                           <double*>cnp.PyArray_DATA(loss), num_threads)
-        else:
-            _ce_index_rows(<const double*>cnp.PyArray_DATA(z), tp, rows, n,
-                           label_smoothing, scale, <double*>gp,
-                           <double*>cnp.PyArray_DATA(loss), num_threads)
-        if rows < 65536:
-            total = _exact_sum(<const double*>cnp.PyArray_DATA(loss), rows, &ok)
-    if rows >= 65536:
-        total = float(_np.sum(loss))
-    elif not ok:
-        total = _fsum(loss)
-    if mean:
-        total = total / rows
-    value = (_np.float32(total) if typenum == cnp.NPY_FLOAT32
-             else _np.float64(total))
-    return value, g
 
 
 # ------------------------------------------------------ probability targets
@@ -453,24 +609,44 @@ cdef inline double _ce_prob_row(const floating* z, const floating* q,
     return log(s) * sum_wq - sum_wqd
 
 
-def cross_entropy_prob(const floating[:, ::1] logits,
-                       const floating[:, ::1] target,
-                       const floating[::1] weight, bint has_weight,
-                       double label_smoothing, const double[::1] scale,
-                       double[::1] loss, floating[:, ::1] grad, bint has_grad,
-                       int num_threads):
-    """Per-row loss (and scaled gradient) for probability targets.
+cdef void _ce_prob_rows(const floating* z, const floating* q, Py_ssize_t rows,
+                        Py_ssize_t n, const floating* w, double eps,
+                        const double* scale, double scale1, double* loss,
+                        floating* g, int nt) noexcept nogil:
+    """Every row, on nt threads (a plain loop for one)."""
+    cdef Py_ssize_t i
+    if nt == 1:
+        for i in range(rows):
+            loss[i] = _ce_prob_row(z + i * n, q + i * n, n, w, eps,
+                                   scale[i] if scale != NULL else scale1,
+                                   g + i * n if g != NULL else NULL,
+                                   next_row(z + i * n, i, rows, n))
+    else:
+        for i in prange(rows, schedule='static', num_threads=nt):
+            loss[i] = _ce_prob_row(z + i * n, q + i * n, n, w, eps,
+                                   scale[i] if scale != NULL else scale1,
+                                   g + i * n if g != NULL else NULL,
+                                   next_row(z + i * n, i, rows, n))
 
-    weight is a dummy when has_weight is false; grad and scale are dummies
-    (never read) when has_grad is false.  Needs N >= 1 and C >= 1.
+
+def cross_entropy_prob(object logits, object target, object weight,
+                       double label_smoothing, object scale, object loss,
+                       object grad, Py_ssize_t exact_max_rows, int num_threads):
+    """Per-row loss (and scaled gradient) for probability targets; returns
+    the loss sum when it is exact and cheap, else None.
+
+    As cross_entropy_index, with target (N, C) of the logits' dtype.  Needs
+    N >= 1 and C >= 1.
     """
-    cdef Py_ssize_t i, rows = logits.shape[0], n = logits.shape[1]
-    cdef const floating* w = &weight[0] if has_weight else NULL
-    cdef double eps = label_smoothing
-    cdef floating* g
+    cdef _Args a
+    _ce_arrays(logits, target, weight, scale, loss, grad, False, &a)
     with nogil:
-        for i in prange(rows, schedule='static', num_threads=num_threads):
-            g = &grad[i, 0] if has_grad else NULL
-            loss[i] = _ce_prob_row(&logits[i, 0], &target[i, 0], n, w, eps,
-                                   scale[i] if has_grad else 0.0, g,
-                                   next_row(&logits[i, 0], i, rows, n))
+        if a.tn == cnp.NPY_FLOAT32:
+            _ce_prob_rows(<const float*>a.z, <const float*>a.q, a.rows, a.n,
+                          <const float*>a.w, label_smoothing, a.scale, a.scale1,
+                          <double*>a.loss, <float*>a.g, num_threads)
+        else:
+            _ce_prob_rows(<const double*>a.z, <const double*>a.q, a.rows, a.n,
+                          <const double*>a.w, label_smoothing, a.scale, a.scale1,
+                          <double*>a.loss, <double*>a.g, num_threads)
+    return _total(<const double*>a.loss, a.rows, exact_max_rows)

@@ -17,10 +17,10 @@ _F = TypeVar("_F", np.float32, np.float64)
 #: Whether the module was compiled with OpenMP (else its kernels run serially).
 HAVE_OPENMP: bool
 
-def bias_add(out: NDArray[_F], b: NDArray[_F], num_threads: int) -> None:
+def bias_add(out: object, b: object, num_threads: int) -> None:
     """out[i, :] += b for every row i (the same rounding as NumPy's out += b)."""
     ...
 
-def bias_grad(dy: NDArray[_F], db: NDArray[_F], num_threads: int) -> None:
+def bias_grad(dy: object, db: object, num_threads: int) -> None:
     """db = dy.sum(axis=0), accumulated in double."""
     ...

@@ -17,18 +17,18 @@ _F = TypeVar("_F", np.float32, np.float64)
 #: Whether the module was compiled with OpenMP (else its kernels run serially).
 HAVE_OPENMP: bool
 
-def cross_entropy_index(logits: NDArray[_F], target: NDArray[np.int64], weight: NDArray[_F], has_weight: bool, ignore_index: int, label_smoothing: float, scale: NDArray[np.float64], loss: NDArray[np.float64], grad: NDArray[_F], has_grad: bool, num_threads: int) -> None:
-    """Per-row loss (and scaled gradient) for class-index targets."""
+def cross_entropy_index(logits: object, target: object, weight: object, ignore_index: int, label_smoothing: float, scale: object, loss: object, grad: object, exact_max_rows: int, num_threads: int) -> float | None:
+    """Per-row loss (and scaled gradient) for class-index targets; returns the loss sum when it is exact and cheap, else None."""
     ...
 
-def exact_sum(x: NDArray[np.float64]) -> float | None:
-    """math.fsum(x) computed by the compiled entry's summation, or None where that defers to math.fsum (a non-finite term or running sum)."""
-    ...
-
-def cross_entropy_index_fast(logits: object, target: object, ignore_index: int, label_smoothing: float, mean: bool, out: object, want_grad: bool, num_threads: int) -> tuple[np.float32 | np.float64, NDArray[np.float32] | NDArray[np.float64] | None] | None:
+def cross_entropy_index_fast(logits: object, target: object, ignore_index: int, label_smoothing: float, mean: bool, out: object, want_grad: bool, exact_max_rows: int, num_threads: int) -> tuple[np.float32 | np.float64, NDArray[np.float32] | NDArray[np.float64] | None] | None:
     """The common case of fastdl.cross_entropy(_with_grad) in one call."""
     ...
 
-def cross_entropy_prob(logits: NDArray[_F], target: NDArray[_F], weight: NDArray[_F], has_weight: bool, label_smoothing: float, scale: NDArray[np.float64], loss: NDArray[np.float64], grad: NDArray[_F], has_grad: bool, num_threads: int) -> None:
-    """Per-row loss (and scaled gradient) for probability targets."""
+def exact_sum(x: NDArray[np.float64]) -> float | None:
+    """math.fsum(x) computed by the kernels' summation, or None where that defers to math.fsum (a non-finite term or running sum)."""
+    ...
+
+def cross_entropy_prob(logits: object, target: object, weight: object, label_smoothing: float, scale: object, loss: object, grad: object, exact_max_rows: int, num_threads: int) -> float | None:
+    """Per-row loss (and scaled gradient) for probability targets; returns the loss sum when it is exact and cheap, else None."""
     ...

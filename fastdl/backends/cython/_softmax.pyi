@@ -17,22 +17,22 @@ _F = TypeVar("_F", np.float32, np.float64)
 #: Whether the module was compiled with OpenMP (else its kernels run serially).
 HAVE_OPENMP: bool
 
-def logsumexp(x: NDArray[_F], out: NDArray[_F], num_threads: int) -> None:
-    """out[i] = log(sum(exp(x[i]))) for every row i (stable)."""
+def logsumexp(x: object, out: object, num_threads: int) -> None:
+    """out[i] = log(sum(exp(x[i]))) for every row i of x (M, C) (stable)."""
     ...
 
-def softmax(x: NDArray[_F], out: NDArray[_F], num_threads: int) -> None:
+def softmax(x: object, out: object, num_threads: int) -> None:
     """out[i] = softmax(x[i]); out may be x."""
     ...
 
-def log_softmax(x: NDArray[_F], out: NDArray[_F], num_threads: int) -> None:
+def log_softmax(x: object, out: object, num_threads: int) -> None:
     """out[i] = log_softmax(x[i]); out may be x."""
     ...
 
-def softmax_backward(dy: NDArray[_F], y: NDArray[_F], out: NDArray[_F], num_threads: int) -> None:
-    """out = y * (dy - sum(dy * y, axis=1, keepdims=True))."""
+def softmax_backward(dy: object, y: object, out: object, num_threads: int) -> None:
+    """out = y * (dy - sum(dy * y, axis=1, keepdims=True)); out may be dy or y."""
     ...
 
-def log_softmax_backward(dy: NDArray[_F], y: NDArray[_F], out: NDArray[_F], num_threads: int) -> None:
-    """out = dy - exp(y) * sum(dy, axis=1, keepdims=True)."""
+def log_softmax_backward(dy: object, y: object, out: object, num_threads: int) -> None:
+    """out = dy - exp(y) * sum(dy, axis=1, keepdims=True); out may be dy or y."""
     ...
