@@ -17,7 +17,6 @@ from ._backend import resolve
 from ._validate import (
     fast_out,
     plain,
-    plain_alike,
     plain_float,
     c_contiguous,
     check_out,
@@ -285,23 +284,34 @@ def _as_matrix(a):
     return a.reshape(math.prod(a.shape[:-1]), a.shape[-1])
 
 
+def _fast_rows(x, y, axis, out):
+    """The output buffer of a row kernel's common case, or None.
+
+    The case (see fastdl._validate): ``x`` (and ``y`` unless None) a
+    C-contiguous 2-D float ndarray (of one dtype and shape), reduced along
+    the last axis (``axis`` the int -1 or 1), ``out`` absent (a new array
+    is returned) or a separate buffer :func:`fast_out` accepts.  Anything
+    else returns None: the general path (:func:`_rowwise`) runs, with its
+    errors.
+    """
+    if type(axis) is not int or (axis != -1 and axis != 1):
+        return None
+    dt = plain_float(x)
+    if dt is None or x.ndim != 2:
+        return None
+    if y is not None and not (plain(y, dt) and y.shape == x.shape):
+        return None
+    if out is None:
+        return np.empty(x.shape, dt)
+    return fast_out(out, x.shape, dt, (x, y))
+
+
 def _rowwise(kernel_name, inputs, axis, out, backend):
     """Run a row kernel on ``inputs`` (name, array pairs) along ``axis``.
 
-    The kernel's output may be any of its inputs (in place).
+    The general path of the row functions (after :func:`_fast_rows`).  The
+    kernel's output may be any of its inputs (in place).
     """
-    # Fast path (see fastdl._validate): 2-D contiguous arrays of one dtype
-    # and shape, reduced along the last axis, out absent or separate.
-    arrays = [a for _, a in inputs]
-    first = arrays[0]
-    dt = plain_alike(arrays)
-    if (dt is not None and first.ndim == 2 and type(axis) is int
-            and (axis == -1 or axis == 1)):
-        buf = (np.empty(first.shape, dt) if out is None
-               else fast_out(out, first.shape, dt, arrays))
-        if buf is not None:
-            getattr(resolve(kernel_name, backend), kernel_name)(*arrays, buf)
-            return buf
     named, dtype, shape = float_arrays_alike(inputs)
     moved = []
     for _, a in named:
@@ -362,6 +372,10 @@ def softmax(x, axis=-1, *, out=None, backend=None):
     >>> fastdl.softmax(np.array([0., np.log(3.)]))
     array([0.25, 0.75])
     """
+    buf = _fast_rows(x, None, axis, out)
+    if buf is not None:
+        resolve("softmax", backend).softmax(x, buf)
+        return buf
     return _rowwise("softmax", [("x", x)], axis, out, backend)
 
 
@@ -404,6 +418,10 @@ def log_softmax(x, axis=-1, *, out=None, backend=None):
     >>> fastdl.log_softmax(np.array([1000., 1., 0.]))
     array([    0.,  -999., -1000.])
     """
+    buf = _fast_rows(x, None, axis, out)
+    if buf is not None:
+        resolve("log_softmax", backend).log_softmax(x, buf)
+        return buf
     return _rowwise("log_softmax", [("x", x)], axis, out, backend)
 
 
@@ -441,6 +459,10 @@ def softmax_backward(dy, y, axis=-1, *, out=None, backend=None):
     >>> fastdl.softmax_backward(np.array([1., 0.]), np.array([0.5, 0.5]))
     array([ 0.25, -0.25])
     """
+    buf = _fast_rows(dy, y, axis, out)
+    if buf is not None:
+        resolve("softmax_backward", backend).softmax_backward(dy, y, buf)
+        return buf
     return _rowwise("softmax_backward", [("dy", dy), ("y", y)], axis, out, backend)
 
 
@@ -478,6 +500,10 @@ def log_softmax_backward(dy, y, axis=-1, *, out=None, backend=None):
     >>> fastdl.log_softmax_backward(np.array([1., 0.]), np.log([0.5, 0.5]))
     array([ 0.5, -0.5])
     """
+    buf = _fast_rows(dy, y, axis, out)
+    if buf is not None:
+        resolve("log_softmax_backward", backend).log_softmax_backward(dy, y, buf)
+        return buf
     return _rowwise("log_softmax_backward", [("dy", dy), ("y", y)], axis, out, backend)
 
 
@@ -557,7 +583,12 @@ def logsumexp(x, axis=-1, *, keepdims=False, backend=None):
 # --------------------------------------------------------------------------
 
 class _CEArgs:
-    """Validated cross-entropy arguments, shaped for the kernels."""
+    """Validated cross-entropy arguments, shaped for the kernels.
+
+    Made by :func:`_ce_args`, the one validator; the public functions then
+    run one kernel call on them (:func:`_ce_run`).  ``valid`` is the mask of the class-index rows that count, or None when
+    every row does (and for probability targets).
+    """
 
     __slots__ = ("logits", "target", "weight", "kind", "squeeze", "dtype", "n",
                  "n_classes", "ignore_index", "eps", "reduction", "valid",
@@ -631,12 +662,12 @@ def _ce_args(logits, target, weight, ignore_index, reduction, label_smoothing, a
         # label the kernels read as ignored: ignore_index itself when it
         # fits, else -1 (no valid label is negative).
         kernel_ignore = a.ignore_index if -2**63 <= a.ignore_index < 2**63 else -1
-        target64 = np.ascontiguousarray(t, dtype=np.int64)
+        target64 = c_contiguous(t, np.int64)
         if kernel_ignore != a.ignore_index and not valid.all():
             target64 = np.where(valid, target64, kernel_ignore)
-        a.target = target64
+        a.target = c_contiguous(target64)
         a.ignore_index = kernel_ignore
-        a.valid = valid
+        a.valid = None if valid.all() else valid
     elif t.dtype.kind == "f":
         a.kind = "prob"
         # The shape first: a float target of another shape is most likely
@@ -675,40 +706,104 @@ def _ce_args(logits, target, weight, ignore_index, reduction, label_smoothing, a
     return a
 
 
+_I64 = np.dtype(np.int64)
+_ndarray = np.ndarray
+_I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def _ce_fast(logits, target, ignore_index, reduction, label_smoothing, out, backend,
+             want_grad):
+    """:func:`cross_entropy` (``want_grad=False``) or
+    :func:`cross_entropy_with_grad` for the common case, or None.
+
+    The backend's ``cross_entropy_index_fast`` kernel (see
+    :mod:`fastdl.backends`) recognises the case, runs it and sums it in one
+    call; this passes it only what its contract asks the caller to have
+    checked: real ndarrays (an array-like's attributes of the same names
+    need not mean the same; array-likes go to the full checks'
+    ``np.asarray``), an int ``ignore_index`` of int64's range and a float
+    ``label_smoothing`` in [0, 1].  None means "not the common case": the
+    full checks (:func:`_ce_args`) run, with their errors.
+    """
+    if type(logits) is not _ndarray or type(target) is not _ndarray:
+        return None
+    if type(ignore_index) is not int or not _I64_MIN <= ignore_index <= _I64_MAX:
+        return None
+    if type(label_smoothing) is not float and type(label_smoothing) is not int:
+        return None
+    if not 0.0 <= label_smoothing <= 1.0:
+        return None
+    return resolve("cross_entropy", backend).cross_entropy_index_fast(
+        logits, target, ignore_index, float(label_smoothing), reduction == "mean", out,
+        want_grad)
+
+
 def _ce_denominator(a):
     """What "mean" divides by: the summed weight of the rows that count."""
     if a.kind == "prob":
         return float(a.n)
     if a.weight is None:
-        return float(np.count_nonzero(a.valid))
-    return float(np.sum(a.weight[a.target[a.valid]], dtype=np.float64))
+        return float(a.n if a.valid is None else np.count_nonzero(a.valid))
+    t = a.target if a.valid is None else a.target[a.valid]
+    return float(np.sum(a.weight[t], dtype=np.float64))
 
 
 def _ce_run(a, scale, grad, backend):
-    """Per-row losses (float64) from the kernel; fills ``grad`` if given."""
+    """The one kernel call: per-row losses (float64, (N,)) and their exact
+    sum when the kernel gives it (else None); fills ``grad`` if given."""
     loss = np.empty(a.n, np.float64)
     kernels = resolve("cross_entropy", backend)
     if a.kind == "index":
-        kernels.cross_entropy_index(a.logits, a.target, a.weight, a.ignore_index,
-                                    a.eps, scale, loss, grad)
+        total = kernels.cross_entropy_index(a.logits, a.target, a.weight, a.ignore_index,
+                                            a.eps, scale, loss, grad)
     else:
-        kernels.cross_entropy_prob(a.logits, a.target, a.weight, a.eps, scale,
-                                   loss, grad)
-    return loss
+        total = kernels.cross_entropy_prob(a.logits, a.target, a.weight, a.eps, scale,
+                                           loss, grad)
+    return loss, total
 
 
-def _ce_reduce(a, loss, denom):
+# A NumPy scalar of a float dtype from a Python float: np.float32(v) costs
+# 0.23 us, a weak-scalar product with 1 (NumPy 2's promotion keeps float32,
+# the same rounding of v) 0.05 us.  NumPy 1's value-based promotion would
+# give a float64 there, so it keeps the constructor.
+_ONE = {dt: dt.type(1.0) for dt in (np.dtype(np.float32), np.dtype(np.float64))}
+if type(_ONE[np.dtype(np.float32)] * 0.1) is not np.float32:  # pragma: no cover - NumPy 1
+    _ONE = {dt: None for dt in _ONE}
+
+
+def _scalar(dtype, value):
+    one = _ONE[dtype]
+    return dtype.type(value) if one is None else one * value
+
+
+def _ce_reduce(a, loss, total, denom):
+    """The loss the public functions return: per row ("none"), or the sum
+    (``total`` when the kernel gave it, else summed here) or the mean."""
     if a.reduction == "none":
         return a.dtype.type(loss[0]) if a.squeeze else loss.astype(a.dtype).reshape(a.rows_shape)
-    total = math.fsum(loss.data) if loss.size < _config.EXACT_SUM_MAX_ROWS else float(np.sum(loss))
+    if total is None:
+        total = (math.fsum(loss.data) if loss.size < _config.EXACT_SUM_MAX_ROWS
+                 else float(np.sum(loss)))
     if a.reduction == "sum":
-        return a.dtype.type(total)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return a.dtype.type(np.float64(total) / np.float64(denom))
+        return _scalar(a.dtype, total)
+    if denom == 0.0:  # an empty or all-ignored batch: NaN (0/0), as PyTorch
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return a.dtype.type(np.float64(total) / np.float64(denom))
+    return _scalar(a.dtype, total / denom)
 
 
 def _ce_scale(a, grad_output, denom):
-    """The per-row gradient multiplier for ``grad_output`` (float64, (N,))."""
+    """The per-row gradient multiplier for ``grad_output``: a float when it is
+    the same for every row, else a float64 (N,) array."""
+    if type(grad_output) is float:
+        # The common case (cross_entropy_with_grad passes 1.0); an empty or
+        # all-ignored "mean" divides by 0 (every row's gradient is 0 then).
+        if a.reduction != "mean":
+            return grad_output
+        if denom != 0.0:
+            return grad_output / denom
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return float(np.float64(grad_output) / np.float64(denom))
     g = np.asarray(grad_output)
     if g.dtype.kind not in "fiu" or (g.dtype.kind == "f" and g.dtype not in (np.float32, np.float64)):
         raise TypeError(f"grad_output has dtype {g.dtype}; fastdl supports float32 and float64")
@@ -739,11 +834,17 @@ def _ce_scale(a, grad_output, denom):
 
 def _ce_grad_buffer(a, out):
     """The (N, C) buffer the kernel writes the gradient into, and ``out`` as (N, C)."""
+    if out is None:
+        return np.empty(a.logits.shape, a.dtype), None
+    if _class_axis_last(a):
+        # The common case: a separate C-contiguous buffer of the right kind.
+        buf = fast_out(out, a.logits.shape, a.dtype, (a.logits, a.target, a.weight))
+        if buf is not None:
+            return buf, buf
     target = None
-    if out is not None:
-        check_out(out, a.shape, a.dtype)
-        if out.flags.c_contiguous and _class_axis_last(a):
-            target = out.reshape(a.logits.shape)
+    check_out(out, a.shape, a.dtype)
+    if out.flags.c_contiguous and _class_axis_last(a):
+        target = out.reshape(a.logits.shape)
     # The gradient may overwrite the logits (each row is read before it is
     # written), never the target probabilities or the weights.
     others = [x for x in (a.target if a.kind == "prob" else None, a.weight) if x is not None]
@@ -756,7 +857,7 @@ def _class_axis_last(a):
 
 def _ce_finish_grad(a, out, buf, target):
     if _class_axis_last(a):
-        grad = buf.reshape(a.shape)
+        grad = buf if buf.shape == a.shape else buf.reshape(a.shape)
     else:  # rows back to the logits' layout
         moved = a.shape[:a.axis] + a.shape[a.axis + 1:] + (a.n_classes,)
         grad = np.moveaxis(buf.reshape(moved), -1, a.axis)
@@ -767,72 +868,6 @@ def _ce_finish_grad(a, out, buf, target):
     if buf is not target:
         out[...] = grad
     return out
-
-
-_I64 = np.dtype(np.int64)
-_ndarray = np.ndarray
-_I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
-
-
-def _ce_fast(logits, target, ignore_index, reduction, label_smoothing, out, backend,
-             grad=True):
-    """:func:`cross_entropy` (``grad=False``) or :func:`cross_entropy_with_grad`
-    for the common case, or None.
-
-    The case: (N, C) contiguous float logits with N, C >= 1, an int64 (N,)
-    target whose labels are all in [0, C) and none equal to
-    ``ignore_index`` (so "mean" divides by N), no class weights, a float
-    ``label_smoothing`` in [0, 1], ``out`` absent or separate.  Anything
-    else returns None and the general path (with its errors) runs.
-
-    Only real ndarrays qualify: a backend's one-call entry may read array
-    attributes (``.size``) before its own checks, and an array-like's
-    attributes of those names (a torch tensor's ``.size()`` method) are not
-    an ndarray's.  Array-likes go to the general path's ``np.asarray``.
-    """
-    if type(logits) is not _ndarray or type(target) is not _ndarray:
-        return None
-    if type(ignore_index) is not int or not _I64_MIN <= ignore_index <= _I64_MAX:
-        return None
-    if type(label_smoothing) is not float and type(label_smoothing) is not int:
-        return None
-    if not 0.0 <= label_smoothing <= 1.0:
-        return None
-    kernels = resolve("cross_entropy", backend)
-    whole_call = getattr(kernels, "cross_entropy_index_fast", None)
-    if whole_call is not None:  # the checks, rows and sum in one compiled call
-        result = whole_call(logits, target, ignore_index, float(label_smoothing),
-                            reduction == "mean", out, grad)
-        if result is None:
-            return None
-        return result if grad else result[:1]
-    dt = plain_float(logits)
-    if dt is None or logits.ndim != 2 or not plain(target, _I64):
-        return None
-    n, n_classes = logits.shape
-    if target.shape != (n,) or n == 0 or n_classes == 0:
-        return None
-    # argmin/argmax cost a tenth of min/max (no ufunc reduction machinery).
-    lo = target[target.argmin()]
-    hi = target[target.argmax()]
-    if lo < 0 or hi >= n_classes or lo <= ignore_index <= hi:
-        return None
-    buf = scale = None
-    if grad:
-        buf = np.empty((n, n_classes), dt) if out is None else fast_out(
-            out, (n, n_classes), dt, (logits, target))
-        if buf is None:
-            return None
-        scale = np.empty(n, np.float64)
-        scale.fill(1.0 / n if reduction == "mean" else 1.0)
-    loss = np.empty(n, np.float64)
-    # No label equals ignore_index, so any value outside [lo, hi] serves the
-    # kernel; -1 also fits its int64 argument whatever ignore_index is.
-    kernels.cross_entropy_index(
-        logits, target, None, -1, float(label_smoothing), scale, loss, buf)
-    total = math.fsum(loss.data) if n < _config.EXACT_SUM_MAX_ROWS else float(np.sum(loss))
-    value = dt.type(total / n if reduction == "mean" else total)
-    return (value, buf) if grad else (value,)
 
 
 _CE_DOC_OPTIONS = """    weight : ndarray, shape (C,), optional
@@ -905,12 +940,12 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100,
     """
     if weight is None and axis is None and (reduction == "mean" or reduction == "sum"):
         fast = _ce_fast(logits, target, ignore_index, reduction, label_smoothing, None,
-                        backend, grad=False)
+                        backend, False)
         if fast is not None:
             return fast[0]
     a = _ce_args(logits, target, weight, ignore_index, reduction, label_smoothing, axis)
-    loss = _ce_run(a, None, None, backend)
-    return _ce_reduce(a, loss, _ce_denominator(a))
+    loss, total = _ce_run(a, None, None, backend)
+    return _ce_reduce(a, loss, total, _ce_denominator(a))
 
 
 def cross_entropy_backward(logits, target, grad_output=1.0, *, weight=None,
@@ -997,15 +1032,15 @@ def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
     """
     if weight is None and axis is None and (reduction == "mean" or reduction == "sum"):
         fast = _ce_fast(logits, target, ignore_index, reduction, label_smoothing, out,
-                        backend)
+                        backend, True)
         if fast is not None:
             return fast
     a = _ce_args(logits, target, weight, ignore_index, reduction, label_smoothing, axis)
     denom = _ce_denominator(a)
     scale = _ce_scale(a, 1.0, denom)
     buf, target_buf = _ce_grad_buffer(a, out)
-    loss = _ce_run(a, scale, buf, backend)
-    return _ce_reduce(a, loss, denom), _ce_finish_grad(a, out, buf, target_buf)
+    loss, total = _ce_run(a, scale, buf, backend)
+    return _ce_reduce(a, loss, total, denom), _ce_finish_grad(a, out, buf, target_buf)
 
 
 for _f in (cross_entropy, cross_entropy_backward, cross_entropy_with_grad):

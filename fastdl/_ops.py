@@ -95,7 +95,7 @@ OPS = (
     Op("softmax_backward", "core", "rows_backward", kernels=("softmax_backward",)),
     Op("log_softmax_backward", "core", "rows_backward", kernels=("log_softmax_backward",)),
     Op("cross_entropy", "core", "cross_entropy",
-       kernels=("cross_entropy_index", "cross_entropy_prob")),
+       kernels=("cross_entropy_index", "cross_entropy_prob", "cross_entropy_index_fast")),
     # --- activations ----------------------------------------------------
     Op("sigmoid", "elementwise", "activation"),
     Op("log_sigmoid", "elementwise", "activation", torch="logsigmoid"),

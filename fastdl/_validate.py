@@ -19,22 +19,30 @@ _SUPPORTED = "float32 and float64"
 # more than a small batch's arithmetic.  The public wrappers first test for
 # that common case with the cheap checks below (identity of NumPy's builtin
 # dtype objects, flags, shapes) and take the general path for anything else,
-# so every error and every unusual input is handled in one place.
+# so every error and every unusual input is handled in one place.  Aligned
+# too: the compiled kernels read the data through typed pointers.
 F32, F64 = FLOAT_DTYPES
 _ndarray = np.ndarray
 
 
 def plain(a, dtype):
-    """True when ``a`` is a C-contiguous ndarray of exactly ``dtype``."""
-    return type(a) is _ndarray and a.dtype is dtype and a.flags.c_contiguous
+    """True when ``a`` is a C-contiguous, aligned ndarray of exactly ``dtype``."""
+    if type(a) is not _ndarray or a.dtype is not dtype:
+        return False
+    flags = a.flags
+    return flags.c_contiguous and flags.aligned
 
 
 def plain_float(a):
-    """``a``'s dtype when ``a`` is a C-contiguous float32/float64 ndarray, else None."""
+    """``a``'s dtype when ``a`` is a C-contiguous, aligned float32/float64
+    ndarray, else None."""
     if type(a) is not _ndarray:
         return None
     dt = a.dtype
-    return dt if (dt is F32 or dt is F64) and a.flags.c_contiguous else None
+    if dt is not F32 and dt is not F64:
+        return None
+    flags = a.flags
+    return dt if flags.c_contiguous and flags.aligned else None
 
 
 def plain_alike(arrays):
@@ -51,11 +59,17 @@ def plain_alike(arrays):
     return dt
 
 
+def _owns(a):
+    """True when ``a`` owns its memory (no base array): two distinct such
+    arrays cannot overlap, which is cheaper to see than np.may_share_memory."""
+    return a.base is None and a.flags.owndata
+
+
 def fast_out(out, shape, dtype, inputs):
     """``out`` when a kernel may write straight into it, else None.
 
-    That is: a writeable C-contiguous ndarray of exactly ``shape`` and
-    ``dtype`` sharing no memory with any of ``inputs`` (None entries are
+    That is: a writeable, aligned, C-contiguous ndarray of exactly ``shape``
+    and ``dtype`` sharing no memory with any of ``inputs`` (None entries are
     skipped).  Anything else (including an exact in-place alias, which the
     general path supports) returns None, and the caller takes the general
     path, which raises the errors.
@@ -63,10 +77,15 @@ def fast_out(out, shape, dtype, inputs):
     if type(out) is not _ndarray or out.dtype is not dtype or out.shape != shape:
         return None
     flags = out.flags
-    if not (flags.c_contiguous and flags.writeable):
+    if not (flags.c_contiguous and flags.writeable and flags.aligned):
         return None
+    owned = out.base is None and flags.owndata
     for a in inputs:
-        if a is not None and np.may_share_memory(out, a):
+        if a is None:
+            continue
+        if a is out:
+            return None
+        if not (owned and _owns(a)) and np.may_share_memory(out, a):
             return None
     return out
 
@@ -112,9 +131,12 @@ def float_arrays_alike(named):
     return arrays, dtype, first.shape
 
 
-def c_contiguous(a):
-    """``a`` itself when C-contiguous, else a C-contiguous copy."""
-    return np.ascontiguousarray(a)
+def c_contiguous(a, dtype=None):
+    """``a`` (as ``dtype``, when given) itself when C-contiguous and aligned,
+    else a C-contiguous, aligned copy (the compiled kernels read aligned
+    data)."""
+    a = np.ascontiguousarray(a, dtype=dtype)
+    return a if a.flags.aligned else a.copy()
 
 
 def check_out(out, shape, dtype, name="out"):
@@ -147,7 +169,7 @@ def kernel_buffer(out, shape, dtype, may_alias=(), others=()):
     kernel supports) or shares no memory with it.  Otherwise a fresh array,
     to be copied into ``out`` afterwards.
     """
-    if out is None or not out.flags.c_contiguous:
+    if out is None or not (out.flags.c_contiguous and out.flags.aligned):
         return np.empty(shape, dtype)
     # may_share_memory (a bounds check) first: it is ten times cheaper than
     # same_memory, and a separate buffer is the common case.

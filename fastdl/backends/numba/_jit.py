@@ -748,6 +748,68 @@ def _cross_entropy_prob(logits, target, weight, label_smoothing, scale, loss,
                 gr[j] = coef * gr[j] - sc * v
 
 
+def _exact_sum(x):
+    """``math.fsum(x)``: the correctly rounded sum, or NaN where this cannot
+    give it (a non-finite term or partial sum), for the caller to ask
+    math.fsum itself (which returns the special value or raises its error).
+
+    Shewchuk's exact partials ("Adaptive precision floating-point
+    arithmetic", 1997) with the half-even correction of the final rounding,
+    the method math.fsum documents; the same steps as _exact_sum in
+    kernels/cross_entropy.pyx.  Compiled without fastmath flags: "reassoc"
+    would let LLVM simplify the two-sums' error terms to 0.
+    """
+    p = np.empty(_MAX_PARTIALS)
+    m = 0
+    for i in range(x.shape[0]):
+        v = x[i]
+        if not math.isfinite(v):
+            return math.nan
+        k = 0
+        for j in range(m):
+            y = p[j]
+            if abs(v) < abs(y):
+                v, y = y, v
+            hi = v + y
+            lo = y - (hi - v)
+            if lo != 0.0:
+                p[k] = lo
+                k += 1
+            v = hi
+        if not math.isfinite(v) or k == _MAX_PARTIALS:
+            return math.nan
+        p[k] = v
+        m = k + 1
+    hi = 0.0
+    if m > 0:
+        m -= 1
+        hi = p[m]
+        lo = 0.0
+        while m > 0:
+            v = hi
+            m -= 1
+            y = p[m]
+            hi = v + y
+            yr = hi - v
+            lo = y - yr
+            if lo != 0.0:
+                break
+        # The partials below p[m] can tip a tie (lo exactly half an ulp of
+        # hi) the other way: round half to even as if they were included.
+        if m > 0 and ((lo < 0.0 and p[m - 1] < 0.0) or (lo > 0.0 and p[m - 1] > 0.0)):
+            y = lo * 2.0
+            v = hi + y
+            yr = v - hi
+            if y == yr:
+                hi = v
+    return hi
+
+
+#: Shewchuk's partials are non-overlapping doubles at least 53 exponent
+#: steps apart, so a finite sum never needs more than ~40.
+_MAX_PARTIALS = 64
+
+
 bias_add = _serial(_bias_add)
 column_sums = _serial(_column_sums)
 logsumexp = _serial_and_parallel(_logsumexp)
@@ -757,6 +819,7 @@ softmax_backward = _serial_and_parallel(_softmax_backward)
 log_softmax_backward = _serial_and_parallel(_log_softmax_backward)
 cross_entropy_index = _serial_and_parallel(_cross_entropy_index)
 cross_entropy_prob = _serial_and_parallel(_cross_entropy_prob)
+exact_sum = _cached_kernel(dict(_OPTIONS, parallel=False, fastmath=False), _exact_sum)
 
 
 # ---------------------------------------------------------------------------

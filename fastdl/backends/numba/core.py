@@ -23,6 +23,7 @@ import numba
 import numpy as np
 
 from ... import _config as config
+from .. import cross_entropy_index_fast as _whole_call
 from . import _jit as _k
 
 NAME = "numba"
@@ -199,24 +200,47 @@ def log_softmax_backward(dy, y, out):
     _pick(_k.log_softmax_backward, y.size)(dy, y, out)
 
 
+def _total(loss):
+    """The exact sum of the row losses (math.fsum's value), or None for the
+    caller to sum (from EXACT_SUM_MAX_ROWS rows, or non-finite terms)."""
+    if loss.shape[0] >= config.EXACT_SUM_MAX_ROWS:
+        return None
+    total = _k.exact_sum(loss)
+    return None if total != total else total  # NaN: math.fsum decides
+
+
+def _scale_rows(scale, n):
+    """The kernels read one multiplier per row: a float becomes (n,)."""
+    return scale if scale is None or isinstance(scale, np.ndarray) else np.full(n, float(scale))
+
+
 def cross_entropy_index(logits, target, weight, ignore_index, label_smoothing,
                         scale, loss, grad):
     if logits.shape[0] == 0:
-        return
+        return 0.0
     if logits.shape[1] == 0:  # then every row is ignored (caller validated)
         loss[...] = 0.0
-        return
+        return 0.0
     _pick(_k.cross_entropy_index, logits.size)(
         logits, target, weight, int(ignore_index), float(label_smoothing),
-        scale, loss, grad)
+        _scale_rows(scale, logits.shape[0]), loss, grad)
+    return _total(loss)
 
 
 def cross_entropy_prob(logits, target, weight, label_smoothing, scale, loss,
                        grad):
     if logits.shape[0] == 0:
-        return
+        return 0.0
     if logits.shape[1] == 0:  # an empty sum
         loss[...] = 0.0
-        return
+        return 0.0
     _pick(_k.cross_entropy_prob, logits.size)(
-        logits, target, weight, float(label_smoothing), scale, loss, grad)
+        logits, target, weight, float(label_smoothing),
+        _scale_rows(scale, logits.shape[0]), loss, grad)
+    return _total(loss)
+
+
+def cross_entropy_index_fast(logits, target, ignore_index, label_smoothing, mean, out,
+                             want_grad):
+    return _whole_call(cross_entropy_index, logits, target, ignore_index, label_smoothing,
+                       mean, out, want_grad)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import cross_entropy_index_fast as _whole_call
+
 NAME = "numpy"
 
 
@@ -91,12 +93,15 @@ def _weights64(weight, n_classes):
     return weight.astype(np.float64)
 
 
+# The cross-entropy kernels leave the sum of the row losses to the caller
+# (they return None, see the contract): the reference sums nothing itself.
+
 def cross_entropy_index(logits, target, weight, ignore_index, label_smoothing,
                         scale, loss, grad):
     n, n_classes = logits.shape
     if n_classes == 0:  # then every row is ignored (validated by the caller)
         loss[...] = 0.0
-        return
+        return None
     eps = float(label_smoothing)
     rows = np.arange(n)
     valid = target != ignore_index
@@ -111,14 +116,20 @@ def cross_entropy_index(logits, target, weight, ignore_index, label_smoothing,
             row_loss = row_loss - eps / n_classes * np.sum(w * logp, axis=1)
     loss[...] = np.where(valid, row_loss, 0.0)
     if grad is None:
-        return
+        return None
     with np.errstate(over="ignore", invalid="ignore"):
         p = np.exp(logp)
         a = (1.0 - eps) * w[t] + eps / n_classes * np.sum(w)
         g = a[:, None] * p - eps / n_classes * w[None, :]
         g[rows, t] -= (1.0 - eps) * w[t]
-        g *= scale[:, None]
+        g *= _row_scale(scale)
     grad[...] = np.where(valid[:, None], g, 0.0)
+    return None
+
+
+def _row_scale(scale):
+    """The gradient multiplier as a (N, 1) column, or the float for every row."""
+    return scale[:, None] if isinstance(scale, np.ndarray) else float(scale)
 
 
 def cross_entropy_prob(logits, target, weight, label_smoothing, scale, loss,
@@ -126,7 +137,7 @@ def cross_entropy_prob(logits, target, weight, label_smoothing, scale, loss,
     n_classes = logits.shape[1]
     if n_classes == 0:  # an empty sum over classes
         loss[...] = 0.0
-        return
+        return None
     eps = float(label_smoothing)
     q = target.astype(np.float64)
     if eps > 0.0:
@@ -136,6 +147,13 @@ def cross_entropy_prob(logits, target, weight, label_smoothing, scale, loss,
     with np.errstate(over="ignore", invalid="ignore"):
         loss[...] = -np.sum(wq * logp, axis=1)
         if grad is None:
-            return
+            return None
         p = np.exp(logp)
-        grad[...] = scale[:, None] * (p * np.sum(wq, axis=1, keepdims=True) - wq)
+        grad[...] = _row_scale(scale) * (p * np.sum(wq, axis=1, keepdims=True) - wq)
+    return None
+
+
+def cross_entropy_index_fast(logits, target, ignore_index, label_smoothing, mean, out,
+                             want_grad):
+    return _whole_call(cross_entropy_index, logits, target, ignore_index, label_smoothing,
+                       mean, out, want_grad)
