@@ -258,8 +258,14 @@ def test_whole_call_takes_and_refuses_the_same_calls_in_every_backend(rng):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_whole_call_equals_the_general_route(backend, dtype, rng):
-    for n_rows, n in ((1, 1), (7, 3), (37, 10), (300, 257)):
-        x = _hostile_rows(rng, max(n_rows, 8), n, dtype)[:n_rows]
+    sizes = [(1, 1), (3, 2), (5, 4), (7, 3), (11, 6), (13, 9), (37, 10), (101, 5),
+             (300, 257)]
+    for n_rows, n, hostile in [(r, c, False) for r, c in sizes] + [(37, 10, True),
+                                                                   (300, 257, True)]:
+        if hostile:  # NaN and inf rows: the losses are NaN or inf
+            x = _hostile_rows(rng, n_rows, n, dtype)
+        else:
+            x = (3 * rng.standard_normal((n_rows, n))).astype(dtype)
         t = rng.integers(0, n, n_rows)
         for kw in ({}, dict(reduction="sum"), dict(label_smoothing=0.25)):
             with np.errstate(all="ignore"):
@@ -268,9 +274,11 @@ def test_whole_call_equals_the_general_route(backend, dtype, rng):
                 # Fortran order: the full checks and cross_entropy_index
                 general = fastdl.cross_entropy_with_grad(np.asfortranarray(x), t,
                                                          backend=backend, **kw)
+                general_loss = fastdl.cross_entropy(np.asfortranarray(x), t,
+                                                    backend=backend, **kw)
             assert type(fast[0]) is type(general[0]) is type(fast_loss) is dtype
             np.testing.assert_array_equal(fast[0], general[0])
-            np.testing.assert_array_equal(fast_loss, general[0])
+            np.testing.assert_array_equal(fast_loss, general_loss)
             np.testing.assert_array_equal(fast[1], general[1])
 
 
