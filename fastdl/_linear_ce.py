@@ -15,12 +15,18 @@ labels, options, ``out``), before any GEMM runs; the per-chunk work trusts it.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import ctypes
+import functools
 import math
 import operator
+import os
+import threading
 
 import numpy as np
 
+from ._activations import tanh, tanh_backward
 from ._core import (
     _affine_shapes,
     affine_forward,
@@ -51,6 +57,22 @@ MIN_CHUNK_ROWS = 256
 #: Bytes of per-row bookkeeping inside the kernels besides the (rows, V)
 #: buffers: float64 losses and scales, int64 labels, the row's lse.
 _ROW_OVERHEAD = 64
+
+#: The loss-only path (class-index targets) makes the logits in blocks of
+#: FORWARD_ROWS rows by as many vocabulary columns as fit FORWARD_BLOCK_BYTES
+#: (at least FORWARD_MIN_COLUMNS), and reduces each block while it is in
+#: cache; many rows per block keep W's passes few (one per row block).
+FORWARD_ROWS = 1024
+FORWARD_BLOCK_BYTES = 4 << 20
+FORWARD_MIN_COLUMNS = 256
+
+#: Whether the GEMMs run on a team of threads calling single-threaded BLAS
+#: (see :func:`_gemm_team`); False leaves each GEMM to BLAS's own threads.
+GEMM_TEAM = True
+
+#: The gradient path's softcap / z-loss row work runs in sub-blocks of rows
+#: of about this many bytes, so its extra passes hit cache, not memory.
+ROW_BLOCK_BYTES = 2 << 20
 
 
 # ---------------------------------------------------------------------------
@@ -146,6 +168,151 @@ def _gemm(a, trans_a, b, trans_b, c, alpha, beta):
 
 
 # ---------------------------------------------------------------------------
+# the GEMMs on a team of threads, each calling single-threaded BLAS
+# ---------------------------------------------------------------------------
+#
+# OpenBLAS splits one GEMM over its threads and synchronises them once per
+# block of the K dimension.  The dx GEMM of a chunk has K = V (tens of
+# thousands), so it synchronises hundreds of times per chunk, and every
+# chunk again; on a machine where another process holds a core, each wait
+# on a descheduled thread costs a time slice.  Measured here (2 threads, a
+# 455-row chunk of V = 32000, H = 512): 45 ms with the machine to itself,
+# 330-830 ms with other work keeping the load near 4-6 (the logits GEMM,
+# K = H: 44 -> 130 ms).  So while a call runs, NumPy's OpenBLAS is set to
+# one thread and each GEMM is cut into independent parts (vocabulary
+# columns of the logits, vocabulary rows of dW, halves of K for dx), one
+# per thread of a team: the caller and BLAS_THREADS - 1 pooled threads.  A
+# GEMM then waits once, at its end.  The row kernels between the GEMMs run
+# on fastdl's own threads while the team's sleep, so the cores are never
+# asked for more threads than the user set.
+
+class _DlInfo(ctypes.Structure):
+    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
+                ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
+
+
+_blas_threads_fns = None
+
+
+def _load_blas_threads():
+    """(get, set) of NumPy's OpenBLAS thread count, or () when unreachable.
+
+    The library is the one whose CBLAS :func:`_load_cblas` found (dladdr of
+    its sgemm); scipy-openblas64 names its functions ``scipy_openblas_*64_``.
+    """
+    global _blas_threads_fns
+    if _blas_threads_fns is not None:
+        return _blas_threads_fns
+    found = ()
+    fn = _load_cblas().get(np.dtype(np.float32))
+    try:
+        info = _DlInfo()
+        address = ctypes.cast(fn, ctypes.c_void_p).value
+        if fn is not None and ctypes.CDLL(None).dladdr(ctypes.c_void_p(address),
+                                                       ctypes.byref(info)):
+            lib = ctypes.CDLL(info.dli_fname.decode())
+            get = lib.scipy_openblas_get_num_threads64_
+            set_ = lib.scipy_openblas_set_num_threads64_
+            get.restype, get.argtypes = ctypes.c_int, []
+            set_.restype, set_.argtypes = None, [ctypes.c_int]
+            found = (get, set_)
+    except (OSError, AttributeError, TypeError):  # another BLAS or platform
+        found = ()
+    _blas_threads_fns = found
+    return found
+
+
+_team_lock = threading.Lock()
+_team_users = 0
+_team_blas_threads = 1
+_pool = None
+
+
+def _reset_after_fork():
+    # The pool's threads do not exist in a forked child; nor does a call.
+    global _pool, _team_users
+    _pool, _team_users = None, 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+class _Team:
+    """The threads a call's GEMMs run on (``size`` of them, the caller first)."""
+
+    __slots__ = ("size", "pool")
+
+    def __init__(self, size, pool):
+        self.size, self.pool = size, pool
+
+    def run(self, jobs):
+        """Run the callables ``jobs`` (at most ``size``) at once; re-raise an error."""
+        if len(jobs) == 1:
+            jobs[0]()
+            return
+        futures = [self.pool.submit(job) for job in jobs[1:]]
+        try:
+            jobs[0]()
+        finally:
+            concurrent.futures.wait(futures)
+        for f in futures:
+            f.result()
+
+
+@contextlib.contextmanager
+def _gemm_team():
+    """A :class:`_Team` as wide as NumPy's OpenBLAS threads, BLAS single-threaded
+    meanwhile (restored when the last concurrent call leaves); a team of one
+    (BLAS's own threads) when its thread count cannot be set."""
+    global _team_users, _team_blas_threads, _pool
+    fns = _load_blas_threads()
+    if not fns or not GEMM_TEAM:
+        yield _Team(1, None)
+        return
+    get, set_ = fns
+    with _team_lock:
+        if _team_users == 0:
+            _team_blas_threads = max(1, get())
+            if _team_blas_threads > 1:
+                set_(1)
+        _team_users += 1
+        size = _team_blas_threads
+        if size > 1 and (_pool is None or _pool._max_workers != size - 1):
+            _pool = concurrent.futures.ThreadPoolExecutor(size - 1, "fastdl-gemm")
+        pool = _pool
+    try:
+        yield _Team(size, pool)
+    finally:
+        with _team_lock:
+            _team_users -= 1
+            if _team_users == 0 and _team_blas_threads > 1:
+                set_(_team_blas_threads)
+
+
+def _cuts(n, parts):
+    """``parts + 1`` boundaries cutting range(n) into near-equal parts."""
+    return [n * i // parts for i in range(parts + 1)]
+
+
+def _gemm_columns(team, a, trans_a, b, c, alpha, beta, fill=None):
+    """``c = alpha * op(a) @ b.T + beta * c`` cut into column ranges of c (rows
+    of b), one per thread; ``fill`` (a vector) is first copied into c's rows."""
+    n = c.shape[1]
+    parts = min(team.size, n)
+
+    def job(c0, c1):
+        def run():
+            if fill is not None:
+                np.copyto(c[:, c0:c1], fill[c0:c1])
+            _gemm(a, trans_a, b[c0:c1], True, c[:, c0:c1], alpha, beta)
+        return run
+
+    cuts = _cuts(n, parts)
+    team.run([job(c0, c1) for c0, c1 in zip(cuts[:-1], cuts[1:])])
+
+
+# ---------------------------------------------------------------------------
 # validation, once, up front
 # ---------------------------------------------------------------------------
 
@@ -155,7 +322,7 @@ class _LCEArgs:
     __slots__ = ("x", "W", "b", "weight", "dtype", "squeeze", "n", "n_classes", "kind",
                  "rows", "target", "reduction", "eps", "z_loss", "softcap", "denom",
                  "count", "chunk_size", "max_memory", "go", "go_rows", "out", "accumulate",
-                 "x_shape")
+                 "x_shape", "bias_in", "logit_scale")
 
 
 _NO_GRAD_OUTPUT = object()
@@ -228,6 +395,11 @@ def _lce_args(x, W, target, b, weight, ignore_index, reduction, label_smoothing,
             raise ValueError(f"softcap must be None or a finite number > 0, got {softcap!r}")
         softcap = cap
     a.softcap = softcap
+    # What the logits GEMM computes: (x W^T + b) / softcap, the 1 / softcap as
+    # its alpha and the bias divided here, once.
+    a.logit_scale = 1.0 if softcap is None else 1.0 / softcap
+    a.bias_in = a.b if softcap is None or a.b is None else \
+        (a.b / a.dtype.type(softcap)).astype(a.dtype)
     if chunk_size is not None and max_memory is not None:
         raise ValueError("give chunk_size (rows) or max_memory (bytes), not both")
     a.chunk_size = None if chunk_size is None else _positive_int(chunk_size, "chunk_size")
@@ -337,8 +509,9 @@ def _check_grad_out(out, a, x, W, b):
     return outs
 
 
-def _chunk_rows(a, n_buffers, extra_row_bytes):
-    """Rows per chunk: ``chunk_size``, else what fits the memory budget."""
+def _chunk_rows(a, n_buffers, extra_row_bytes, fixed_bytes=0):
+    """Rows per chunk: ``chunk_size``, else what fits the memory budget
+    (``fixed_bytes`` of it taken by buffers that do not grow with the rows)."""
     m = a.count
     if m == 0:
         return 0
@@ -348,13 +521,10 @@ def _chunk_rows(a, n_buffers, extra_row_bytes):
         row_bytes = (n_buffers * a.n_classes * a.dtype.itemsize + extra_row_bytes
                      + _ROW_OVERHEAD)
         budget = DEFAULT_MAX_MEMORY if a.max_memory is None else a.max_memory
-        rows = max(1, budget // row_bytes)
+        rows = max(1, (budget - fixed_bytes) // row_bytes)
         if a.max_memory is None:
             rows = max(rows, MIN_CHUNK_ROWS)
-    rows = min(rows, m)
-    # Equal chunks: ceil(m / rows) of them, each as long as needed.
-    chunks = -(-m // rows)
-    return -(-m // chunks)
+    return _equal_parts(m, min(rows, m))
 
 
 # ---------------------------------------------------------------------------
@@ -382,8 +552,121 @@ def _needs_xbuf(a):
     return a.rows is not None or not a.x.flags.c_contiguous
 
 
+def _logits(a, xc, out, team, v0=0, v1=None):
+    """``out = xc @ W[v0:v1].T + b[v0:v1]``, divided by ``softcap`` when it is set.
+
+    The bias goes in as BLAS's C operand (beta = 1): with beta = 0 OpenBLAS
+    first clears C in a pass of its own, so copying the bias rows into C in
+    its place adds no pass, where :func:`fastdl.affine_forward` adds the bias
+    after the GEMM in one more (serial) pass.  The softcap's ``1 / c`` is the
+    GEMM's alpha (the bias was divided once, in :func:`_lce_args`).
+    """
+    v1 = a.n_classes if v1 is None else v1
+    bias = None if a.bias_in is None else a.bias_in[v0:v1]
+    _gemm_columns(team, xc, False, a.W[v0:v1], out, a.logit_scale,
+                  0.0 if bias is None else 1.0, fill=bias)
+
+
+def _cap(a, u, out, backend):
+    """``out = softcap * tanh(u)``: the capped logits from ``u = logits / softcap``."""
+    tanh(u, out=out, backend=backend)
+    np.multiply(out, a.softcap, out=out)
+
+
+def _equal_parts(total, most):
+    """The part length that splits ``total`` into ceil(total / most) equal parts."""
+    parts = -(-total // most)
+    return -(-total // parts)
+
+
 def _forward(a, backend):
     """The loss, as :func:`linear_cross_entropy` returns it."""
+    with _gemm_team() as team:
+        if a.kind == "index":
+            return _forward_blocked(a, team, backend)
+        return _forward_rows(a, team, backend)
+
+
+def _forward_blocks(a):
+    """(rows, columns) of the loss-only path's logits blocks."""
+    V, item = a.n_classes, a.dtype.itemsize
+    budget = FORWARD_BLOCK_BYTES if a.max_memory is None else \
+        min(FORWARD_BLOCK_BYTES, a.max_memory)
+    rows = a.chunk_size or FORWARD_ROWS
+    rows = min(rows, a.count)
+    cols = budget // (rows * item)
+    if cols < FORWARD_MIN_COLUMNS and a.chunk_size is None:
+        # A small budget: fewer rows rather than thin blocks.
+        cols = min(V, FORWARD_MIN_COLUMNS)
+        rows = max(1, min(rows, budget // (cols * item)))
+    cols = max(1, min(V, cols))
+    return _equal_parts(a.count, rows), _equal_parts(V, cols)
+
+
+def _forward_blocked(a, team, backend):
+    """The loss of class-index targets, from logits blocks that stay in cache.
+
+    Each (rows, columns) block of logits is reduced while it is still in
+    cache to its rows' logsumexp (the kernel), merged across the vocabulary
+    in float64 (``logaddexp``), plus the target's logit (a gather) and, for
+    label smoothing, ``sum_c w_c z_c`` (a GEMV).  Then per row (PyTorch's
+    formula, ``A = (1-ε)·w_t + ε/V·Σw``)::
+
+        loss = (1-ε)·w_t·(lse - z_t) + ε/V·(Σw·lse - Σ_c w_c z_c)
+
+    No gradient is written; the logits are never whole rows in memory.
+    """
+    V, H = a.W.shape
+    dt, m, eps = a.dtype, a.count, a.eps
+    per_row = np.empty(m, np.float64) if a.reduction == "none" else None
+    total = zsum = 0.0
+    if m:
+        rows, cols = _forward_blocks(a)
+        flat = np.empty(rows * cols, dt)
+        xbuf = np.empty((rows, H), dt) if _needs_xbuf(a) else None
+        wvec = None
+        if eps:
+            wvec = np.ones(V, dt) if a.weight is None else a.weight
+            wsum = float(V) if a.weight is None else float(np.sum(a.weight, dtype=np.float64))
+        for s in range(0, m, rows):
+            e = min(s + rows, m)
+            c = e - s
+            xc = _x_chunk(a, s, e, xbuf)
+            tc = a.target[s:e]
+            lse = np.full(c, -np.inf)
+            zt = np.empty(c, np.float64)
+            wz = np.zeros(c) if eps else None
+            for v0 in range(0, V, cols):
+                v1 = min(V, v0 + cols)
+                z = flat[:c * (v1 - v0)].reshape(c, v1 - v0)
+                _logits(a, xc, z, team, v0, v1)
+                if a.softcap is not None:
+                    _cap(a, z, z, backend)
+                np.logaddexp(lse, logsumexp(z, backend=backend), out=lse)
+                hit = np.flatnonzero((tc >= v0) & (tc < v1))
+                zt[hit] = z[hit, tc[hit] - v0]
+                if eps:
+                    wz += z @ wvec[v0:v1]
+            wt = 1.0 if a.weight is None else a.weight[tc].astype(np.float64)
+            with np.errstate(invalid="ignore"):  # inf - inf: NaN, as the kernel
+                loss = wt * (lse - zt)
+                if eps:
+                    loss *= 1.0 - eps
+                    loss += eps / V * (wsum * lse - wz)
+            if per_row is None:
+                total += float(np.sum(loss))
+                if a.z_loss:
+                    zsum += float(np.dot(lse, lse))
+            else:
+                if a.z_loss:
+                    loss += a.z_loss * np.square(lse)
+                per_row[s:e] = loss
+    return _reduce(a, total, zsum, per_row)
+
+
+def _forward_rows(a, team, backend):
+    """The loss of probability targets: whole logits rows, chunk by chunk, into
+    the cross-entropy kernel (which reads the rows' target probabilities)."""
     V, H = a.W.shape
     rows = _chunk_rows(a, 1, a.dtype.itemsize * H if _needs_xbuf(a) else 0)
     per_row = np.zeros(a.count, np.float64) if a.reduction == "none" else None
@@ -394,22 +677,19 @@ def _forward(a, backend):
         for s in range(0, a.count, rows):
             e = min(s + rows, a.count)
             logits = buf[:e - s]
-            affine_forward(_x_chunk(a, s, e, xbuf), a.W, a.b, out=logits, backend=backend)
-            _softcap_forward(a, logits)
+            _logits(a, _x_chunk(a, s, e, xbuf), logits, team)
+            if a.softcap is not None:
+                _cap(a, logits, logits, backend)
             lse = logsumexp(logits, backend=backend) if a.z_loss else None
-            # The compacted chunk holds no ignored row, so any negative
-            # ignore_index serves (and keeps the kernels' fast path).
             tc = _target_chunk(a, s, e)
             if per_row is None:
-                total += float(cross_entropy(logits, tc, weight=a.weight, ignore_index=-1,
-                                             reduction="sum", label_smoothing=a.eps,
-                                             backend=backend))
+                total += float(cross_entropy(logits, tc, weight=a.weight, reduction="sum",
+                                             label_smoothing=a.eps, backend=backend))
                 if lse is not None:
                     zsum += _sum_squares(lse)
             else:
-                loss = cross_entropy(logits, tc, weight=a.weight, ignore_index=-1,
-                                     reduction="none", label_smoothing=a.eps,
-                                     backend=backend).astype(np.float64)
+                loss = cross_entropy(logits, tc, weight=a.weight, reduction="none",
+                                     label_smoothing=a.eps, backend=backend).astype(np.float64)
                 if lse is not None:
                     loss += a.z_loss * np.square(lse, dtype=np.float64)
                 per_row[s:e] = loss
@@ -419,14 +699,6 @@ def _forward(a, backend):
 def _sum_squares(lse):
     lse64 = lse.astype(np.float64)
     return float(np.dot(lse64, lse64))
-
-
-def _softcap_forward(a, logits):
-    """``logits = c * tanh(logits / c)`` in place (Gemma 2's logit soft-capping)."""
-    if a.softcap is not None:
-        np.divide(logits, a.softcap, out=logits)
-        np.tanh(logits, out=logits)
-        np.multiply(logits, a.softcap, out=logits)
 
 
 def _reduce(a, total, zsum, per_row):
@@ -450,18 +722,44 @@ def _reduce(a, total, zsum, per_row):
     return dt(value)
 
 
+class _Side:
+    """Cache-sized buffers of the softcap / z-loss row work: ``rows`` rows of
+    capped logits (softcap) and of their softmax (z-loss)."""
+
+    __slots__ = ("rows", "z", "p")
+
+    def __init__(self, a, chunk_rows):
+        V = a.n_classes
+        self.rows = max(1, min(chunk_rows, ROW_BLOCK_BYTES // (V * a.dtype.itemsize)))
+        self.z = None if a.softcap is None else np.empty((self.rows, V), a.dtype)
+        self.p = np.empty((self.rows, V), a.dtype) if a.z_loss else None
+
+    @staticmethod
+    def nbytes(a):
+        V, item = a.n_classes, a.dtype.itemsize
+        n = (a.softcap is not None) + (a.z_loss > 0)
+        return n * max(V * item, ROW_BLOCK_BYTES) if n else 0
+
+
 def _grads(a, want_loss, backend):
     """(loss or None, dx, dW, db): the chunk loop of the gradient functions."""
+    with _gemm_team() as team:
+        return _grads_on(a, want_loss, team, backend)
+
+
+def _grads_on(a, want_loss, team, backend):
     dt = a.dtype
     V, H = a.W.shape
     has_b = a.b is not None
-    n_buffers = 1 + (a.z_loss > 0) + (a.softcap is not None)
     gather = _needs_xbuf(a)
-    rows = _chunk_rows(a, n_buffers, dt.itemsize * H * (int(gather) + int(a.rows is not None)))
+    # Per row of a chunk: its logits/gradient row, its gathered x and dx rows,
+    # and a dx row per extra thread of the team.
+    rows = _chunk_rows(a, 1, dt.itemsize * H * (int(gather) + int(a.rows is not None)
+                                                + team.size - 1), _Side.nbytes(a))
 
     # Work arrays: the out buffers when the GEMMs can write them directly.
     finals = list(a.out) if a.out is not None else [None, None, None]
-    shapes = ((a.n, H), (V, H), (1, V))
+    shapes = ((a.n, H), (V, H), (V,))
     work = []
     for o, shape, wanted in zip(finals, shapes, (True, True, has_b)):
         if not wanted:
@@ -499,44 +797,62 @@ def _grads(a, want_loss, backend):
     per_row = (np.zeros(a.count, np.float64)
                if want_loss and a.reduction == "none" else None)
     if rows:
-        bufs = [np.empty((rows, V), dt) for _ in range(n_buffers)]
+        buf = np.empty((rows, V), dt)
+        side = _Side(a, rows)
         xbuf = np.empty((rows, H), dt) if gather else None
         dxbuf = np.empty((rows, H), dt) if a.rows is not None else None
-        ones = np.ones((1, rows), dt) if has_b else None
+        parts = [np.empty((rows, H), dt) for _ in range(team.size - 1)]
+        colsum = np.empty(V, dt) if has_b else None
         first = not a.accumulate
         for s in range(0, a.count, rows):
             e = min(s + rows, a.count)
             c = e - s
             xc = _x_chunk(a, s, e, xbuf)
-            g, loss, lse = _chunk_gradient(a, xc, _target_chunk(a, s, e), bufs, c,
+            g, loss, lse = _chunk_gradient(a, xc, _target_chunk(a, s, e), buf[:c], side,
                                            None if a.go_rows is None else a.go_rows[s:e],
-                                           z_factor, want_loss, backend)
+                                           z_factor, want_loss, team, backend)
             if scale_in_chunk:
                 with np.errstate(invalid="ignore"):
                     g *= alpha  # inf * 0: NaN, as PyTorch's 0 / 0
             if want_loss:
                 if per_row is None:
-                    total += float(loss)
+                    total += loss
                     if lse is not None:
-                        zsum += _sum_squares(lse)
+                        zsum += float(np.dot(lse, lse))
                 else:
                     per_row[s:e] = loss
                     if lse is not None:
-                        per_row[s:e] += a.z_loss * np.square(lse, dtype=np.float64)
+                        per_row[s:e] += a.z_loss * np.square(lse)
             beta = 0.0 if first else 1.0
-            # dx = g @ W, straight into dx's rows when they are consecutive.
-            if a.rows is None:
-                _gemm(g, False, a.W, False, dx[s:e], gemm_alpha, 0.0 if not a.accumulate else 1.0)
-            else:
-                _gemm(g, False, a.W, False, dxbuf[:c], gemm_alpha, 0.0)
+            # dx_chunk = g @ W, its K = V cut in one part per thread of the
+            # team, the parts after the first summed into the first.
+            rows_out = dx[s:e] if a.rows is None else dxbuf[:c]
+            beta_dx = 1.0 if a.accumulate and a.rows is None else 0.0
+            cuts = _cuts(V, team.size)
+            dests = [rows_out] + [p[:c] for p in parts]
+            team.run([functools.partial(_gemm, g[:, k0:k1], False, a.W[k0:k1], False,
+                                              dest, gemm_alpha, beta_dx if i == 0 else 0.0)
+                            for i, (k0, k1, dest) in enumerate(zip(cuts[:-1], cuts[1:], dests))])
+            for p in dests[1:]:
+                np.add(rows_out, p, out=rows_out)
+            if a.rows is not None:
                 idx = a.rows[s:e]
                 if a.accumulate:
-                    dx[idx] += dxbuf[:c]
+                    dx[idx] += rows_out
                 else:
-                    dx[idx] = dxbuf[:c]
-            _gemm(g, True, xc, False, dW, gemm_alpha, beta)  # dW (+)= g.T @ x_chunk
+                    dx[idx] = rows_out
+            # dW (+)= g.T @ x_chunk and db (+)= g.sum(0), cut into rows of
+            # dW (vocabulary ranges), each thread summing its columns of g.
+            team.run([functools.partial(_dW_part, g, xc, dW, colsum, v0, v1, gemm_alpha,
+                                              beta)
+                            for v0, v1 in zip(cuts[:-1], cuts[1:])])
             if has_b:
-                _gemm(ones[:, :c], False, g, False, db, gemm_alpha, beta)  # db (+)= g.sum(0)
+                if gemm_alpha != 1.0:
+                    colsum *= dt.type(gemm_alpha)
+                if first:
+                    np.copyto(db, colsum)
+                else:
+                    db += colsum
             first = False
     if not a.accumulate and rows == 0:
         dW.fill(0.0)
@@ -557,57 +873,77 @@ def _grads(a, want_loss, backend):
     return (loss, *results)
 
 
-def _chunk_gradient(a, xc, tc, bufs, c, go_rows, z_factor, want_loss, backend):
-    """The gradient of one chunk in a scratch buffer, (g, loss, lse).
+def _dW_part(g, xc, dW, colsum, v0, v1, alpha, beta):
+    """Rows v0:v1 of ``dW (+)= alpha * g.T @ xc`` and of ``colsum = g.sum(0)``."""
+    _gemm(g[:, v0:v1], True, xc, False, dW[v0:v1], alpha, beta)
+    if colsum is not None:
+        np.add.reduce(g[:, v0:v1], axis=0, out=colsum[v0:v1])
 
-    ``loss`` is the chunk's loss sum (a float), its per-row losses ("none",
-    float64) or None; ``lse`` the rows' logsumexp when z_loss is on, else None.
-    """
-    logits = bufs[0][:c]
-    affine_forward(xc, a.W, a.b, out=logits, backend=backend)
-    k = 1
-    tanh = None
-    if a.softcap is not None:
-        # Keep t = tanh(z / c) for the chain rule; the capped logits c * t
-        # go to the next buffer.
-        tanh = logits
-        np.divide(logits, a.softcap, out=tanh)
-        np.tanh(tanh, out=tanh)
-        logits = bufs[k][:c]
-        k += 1
-        np.multiply(tanh, a.softcap, out=logits)
-    lse = None
-    if a.z_loss:
-        lse = logsumexp(logits, backend=backend)
-        g = bufs[k][:c]  # the CE gradient beside the logits, which z-loss reads again
-    else:
-        g = logits  # in place: the kernel reads each row before writing it
+
+def _ce_grad(a, z, t, go_rows, want_loss, backend):
+    """The cross-entropy kernel in place on rows ``z`` (their gradient replaces
+    them); the rows' loss sum (float), per-row losses ("none", float64) or None."""
     options = dict(weight=a.weight, ignore_index=-1, label_smoothing=a.eps, backend=backend)
-    loss = None
     if go_rows is not None:
         # Per-row grad_output (the backward of reduction="none"): no loss wanted.
-        cross_entropy_backward(logits, tc, go_rows, reduction="none", out=g, **options)
-    elif want_loss and a.reduction == "none":
-        rows, _ = cross_entropy_with_grad(logits, tc, reduction="none", out=g, **options)
-        loss = rows.astype(np.float64)
-    else:
-        loss, _ = cross_entropy_with_grad(logits, tc, reduction="sum", out=g, **options)
-    if a.z_loss:
-        # d(z lse^2)/dlogits = 2 z lse softmax(logits), scaled like the rows.
-        coef = z_factor * lse.astype(np.float64)
-        if go_rows is not None:
-            coef *= go_rows
-        p = softmax(logits, out=logits, backend=backend)
-        np.multiply(p, coef.astype(a.dtype)[:, None], out=p)
-        np.add(g, p, out=g)
-    if tanh is not None:
-        # d(c tanh(z / c))/dz = 1 - tanh^2.  Its relative precision drops as
-        # |tanh| -> 1, but the absolute error stays ~ulp(1), which is what the
-        # GEMMs' sums of the gradient see.
-        np.square(tanh, out=tanh)
-        np.subtract(1.0, tanh, out=tanh)
-        np.multiply(g, tanh, out=g)
-    return g, loss, lse
+        cross_entropy_backward(z, t, go_rows, reduction="none", out=z, **options)
+        return None
+    if want_loss and a.reduction == "none":
+        rows, _ = cross_entropy_with_grad(z, t, reduction="none", out=z, **options)
+        return rows.astype(np.float64)
+    loss, _ = cross_entropy_with_grad(z, t, reduction="sum", out=z, **options)
+    return float(loss)
+
+
+def _chunk_gradient(a, xc, tc, g, side, go_rows, z_factor, want_loss, team, backend):
+    """The gradient of one chunk in the chunk buffer ``g``: (g, loss, lse).
+
+    ``loss`` is the chunk's loss sum (a float), its per-row losses ("none",
+    float64) or None; ``lse`` the rows' logsumexp (float64) when z_loss is
+    on, else None.
+    """
+    _logits(a, xc, g, team)  # the logits (divided by softcap)
+    if a.softcap is None and not a.z_loss:
+        # The kernel reads each row before writing its gradient in place.
+        return g, _ce_grad(a, g, tc, go_rows, want_loss, backend), None
+    # Softcap and z-loss need more passes over the rows: they run in
+    # sub-blocks of side.rows rows, which stay in cache from one pass to the
+    # next, so the chunk itself is read once and written once.
+    c = g.shape[0]
+    lse = np.empty(c, np.float64) if a.z_loss else None
+    per_row = want_loss and a.reduction == "none" and go_rows is None
+    loss = np.empty(c, np.float64) if per_row else 0.0
+    for r0 in range(0, c, side.rows):
+        r1 = min(c, r0 + side.rows)
+        u = g[r0:r1]
+        if a.softcap is None:
+            z = u
+        else:
+            z = side.z[:r1 - r0]
+            _cap(a, u, z, backend)  # z = c tanh(u), u = logits / c kept for the chain rule
+        gr = None if go_rows is None else go_rows[r0:r1]
+        if a.z_loss:
+            lse_s = logsumexp(z, backend=backend)
+            lse[r0:r1] = lse_s
+            p = softmax(z, out=side.p[:r1 - r0], backend=backend)
+        part = _ce_grad(a, z, tc[r0:r1], gr, want_loss, backend)  # z: the CE gradient
+        if per_row:
+            loss[r0:r1] = part
+        elif part is not None:
+            loss += part
+        if a.z_loss:
+            # d(z_loss lse^2)/dz = 2 z_loss lse softmax(z), scaled like the rows.
+            coef = z_factor * lse[r0:r1]
+            if gr is not None:
+                coef *= gr
+            np.multiply(p, coef.astype(a.dtype)[:, None], out=p)
+            np.add(z, p, out=z)
+        if a.softcap is not None:
+            # d(c tanh(u))/d logits = 1 - tanh(u)^2.  Its relative precision
+            # drops as |tanh| -> 1, but the absolute error stays ~ulp(1),
+            # which is what the GEMMs' sums of the gradient see.
+            tanh_backward(z, u, out=u, backend=backend)
+    return g, (loss if want_loss and go_rows is None else None), lse
 
 
 # ---------------------------------------------------------------------------
@@ -652,51 +988,85 @@ _DOC_BACKEND = """    backend : str, optional
         Backend of the kernels (affine_forward, cross-entropy, logsumexp,
         softmax); None uses :func:`fastdl.get_backend`."""
 
-_NOTES_LOSS = """    The batch is processed in chunks of rows; rows whose target is
-    ``ignore_index`` are dropped first (the others are gathered chunk by
-    chunk).  Per chunk of ``r`` rows: ``affine_forward(x_chunk, W, b,
-    out=scratch)`` gives the (r, V) logits, then the cross-entropy kernel
-    sums the chunk's loss.  Sums are accumulated in float64; "mean" divides
-    by the whole batch's denominator, computed from the targets before the
-    first GEMM.
+_NOTES_THREADS = """    Threads: while the call runs, NumPy's OpenBLAS is set to one thread
+    and each GEMM is cut into independent parts run at once by a team of
+    as many threads as OpenBLAS had (the caller and pooled threads); the
+    previous count is restored on return.  A GEMM then waits for its
+    threads once instead of once per block of its K dimension, which on
+    a shared machine costs a time slice per wait.  The row kernels run on
+    fastdl's threads (:func:`fastdl.set_num_threads`) between the GEMMs.
+    Without access to OpenBLAS's thread count (another BLAS), every GEMM
+    runs on BLAS's own threads."""
 
-    Memory: one (r, V) scratch buffer plus O(r·H) for gathered rows and
-    O(N) per-row scalars.  ``r`` is chosen so the scratch fits
-    ``max_memory`` (64 MiB by default), so the extra memory does not grow
-    with N and the (N, V) logits never exist.  A non-C-contiguous ``W`` is
-    copied once.
+_NOTES_LOSS = """    Rows whose target is ``ignore_index`` are dropped first (the others
+    are gathered block by block).  Class-index targets: the logits are
+    made in blocks of ``r`` rows by ``c`` classes (1024 x 1024 float32 by
+    default, in cache) by one GEMM each, bias included (BLAS's C operand);
+    each block is reduced at once to its rows' logsumexp
+    (:func:`fastdl.logsumexp`), merged over the vocabulary in float64
+    (``logaddexp``), plus the target's logit and, with label smoothing,
+    ``Σ_c w_c·z_c`` (a GEMV).  The loss per row is then PyTorch's
+    ``(1-ε)·w_t·(lse - z_t) + ε/V·(Σw·lse - Σ_c w_c·z_c)``, so it equals
+    :func:`linear_cross_entropy_with_grad`'s to a few ulps of ``lse``.  No
+    gradient is written and no whole row of logits is held.  Probability
+    targets: whole rows of logits, chunk by chunk, into
+    :func:`fastdl.cross_entropy`.  Sums are accumulated in float64;
+    "mean" divides by the whole batch's denominator, computed from the
+    targets before the first GEMM.
 
-    ``softcap`` and ``z_loss`` take extra passes over each chunk (vectorised
-    NumPy ``tanh`` for the cap, a :func:`fastdl.logsumexp` for the z-loss)."""
+    ``softcap``: the GEMM's alpha is ``1/softcap`` (and the bias divided
+    once), then :func:`fastdl.tanh` and a multiply by ``softcap`` on the
+    block; ``z_loss``: the rows' ``lse``, which the loss needs anyway.
+
+    Memory: one block (4 MiB by default, at most ``max_memory``; whole
+    rows of ``chunk_size`` or as many as fit for probability targets)
+    plus O(r·H) for gathered rows and O(N) per-row scalars, whatever N is:
+    the (N, V) logits never exist.  A non-C-contiguous ``W`` is copied
+    once.
+
+""" + _NOTES_THREADS
 
 _NOTES_GRAD = """    The batch is processed in chunks of rows; rows whose target is
     ``ignore_index`` are dropped first (the others are gathered chunk by
     chunk; their ``dx`` rows are 0).  Per chunk of ``r`` rows:
 
-    1. ``affine_forward(x_chunk, W, b, out=scratch)``: the (r, V) logits;
-    2. :func:`fastdl.cross_entropy_with_grad` with ``out=scratch``: the loss
-       sum and, in place of the logits, the gradient ``g`` of the summed
-       loss.  The scalar factor of the real gradient (``grad_output``, and
-       1 / the whole batch's "mean" denominator, computed from the targets
-       before the first GEMM) is applied as the GEMMs' alpha, not as a pass
-       over the chunk; a per-row ``grad_output`` goes into
-       :func:`fastdl.cross_entropy_backward` instead;
-    3. ``dx_chunk = g @ W``, ``dW += g.T @ x_chunk``, ``db += g.sum(0)``,
-       BLAS accumulating in place (``beta = 1``).
+    1. the (r, V) logits by one GEMM into the chunk buffer, the bias its C
+       operand (copied into the rows, ``beta = 1``; no pass of its own);
+    2. :func:`fastdl.cross_entropy_with_grad` with ``out=`` the buffer:
+       the loss sum and, in place of the logits, the gradient ``g`` of the
+       summed loss.  The scalar factor of the real gradient
+       (``grad_output``, and 1 / the whole batch's "mean" denominator,
+       computed from the targets before the first GEMM) is applied as the
+       GEMMs' alpha, not as a pass over the chunk; a per-row
+       ``grad_output`` goes into :func:`fastdl.cross_entropy_backward`
+       instead;
+    3. two GEMMs read ``g``: ``dx_chunk = g @ W`` and ``dW += g.T @
+       x_chunk`` (BLAS accumulating in place, ``beta = 1``), and ``db +=
+       g.sum(0)`` one streaming pass.
 
-    Memory: the (r, V) scratch buffer, plus one more each for ``softcap``
-    (the tanh kept for the chain rule) and ``z_loss`` (the logits kept
-    beside the gradient), plus O(r·H) for gathered rows and O(N) per-row
-    scalars.  ``r`` is chosen so the buffers fit ``max_memory`` (64 MiB by
-    default), so the extra memory does not grow with N and the (N, V)
-    logits never exist; the returned gradients are the only O(N·H) and
-    O(V·H) allocations (none with ``out``).  A non-C-contiguous ``W`` is
-    copied once.
+    So the chunk is written by the GEMM, read and rewritten by the
+    kernel, and read by the two GEMMs and the column sums.
 
-    ``softcap`` and ``z_loss`` take extra passes over each chunk, in
-    vectorised NumPy: the cap's tanh and its chain rule ``g *= 1 - tanh²``;
-    the z-loss's :func:`fastdl.logsumexp`, :func:`fastdl.softmax` and the
-    add of ``2·z_loss·lse·softmax``."""
+    ``softcap`` and ``z_loss`` add row work, done in sub-blocks of rows
+    (2 MiB) that stay in cache between its passes, so the chunk is still
+    read and written once: the GEMM gives ``u = logits / softcap`` (its
+    alpha), :func:`fastdl.tanh` and a multiply make the capped rows in a
+    sub-block buffer, the kernel replaces them by their gradient, then
+    :func:`fastdl.tanh_backward` (``g·(1 - tanh(u)²)``) writes the chain
+    rule over ``u``; the z-loss takes the sub-block's
+    :func:`fastdl.logsumexp` and :func:`fastdl.softmax` before the kernel
+    and adds ``2·z_loss·lse·softmax`` after it (two NumPy passes, in
+    cache).
+
+    Memory: the (r, V) chunk buffer, up to two 2 MiB sub-block buffers
+    (softcap, z-loss), O(r·H) for gathered rows and the team's partial
+    ``dx`` rows, O(N) per-row scalars.  ``r`` is chosen so they fit
+    ``max_memory`` (64 MiB by default), so the extra memory does not grow
+    with N and the (N, V) logits never exist; the returned gradients are
+    the only O(N·H) and O(V·H) allocations (none with ``out``).  A
+    non-C-contiguous ``W`` is copied once.
+
+""" + _NOTES_THREADS
 
 
 def linear_cross_entropy(x, W, target, *, b=None, weight=None, ignore_index=-100,

@@ -9,6 +9,7 @@ buffers, every documented error, and training with the layer API.
 
 from __future__ import annotations
 
+import threading
 import tracemalloc
 import warnings
 
@@ -137,6 +138,8 @@ CASES = {
     "z-softcap-all": dict(z_loss=5e-3, softcap=4.0, weight=True, ignored=0.25,
                           label_smoothing=0.1, bias=True),
     "z-softcap-prob": dict(z_loss=5e-3, softcap=2.5, prob=True),
+    # every third class weighs 0: rows of those targets get the z-loss gradient alone
+    "z-zero-weights-smoothing": dict(z_loss=1e-2, weight="some zero", label_smoothing=0.1),
 }
 
 
@@ -148,6 +151,8 @@ def case_arrays(case, dtype, **make_kw):
     kw = {k: v for k, v in spec.items() if k != "weight"}
     if spec.get("weight"):
         kw["weight"] = weight
+        if spec["weight"] == "some zero":
+            weight[::3] = 0
     return x, W, b, target, kw
 
 
@@ -256,25 +261,93 @@ def test_chunkings_agree(chunk, backend):
     close(linear_cross_entropy(x, W, target, b=b, backend=backend, **chunk, **kw), exp[0], dtype)
 
 
-def _counting_affine(monkeypatch):
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """The loss-only path in blocks of 7 classes (float64; 14 for float32) of
+    the 50, and the gradient path's softcap / z-loss row work in sub-blocks
+    of 3 rows (6), so that both split with remainders at chunk_size=8."""
+    monkeypatch.setattr(L, "FORWARD_BLOCK_BYTES", 8 * 7 * 8)
+    monkeypatch.setattr(L, "FORWARD_MIN_COLUMNS", 1)
+    monkeypatch.setattr(L, "ROW_BLOCK_BYTES", 3 * V * 8)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_blocks_and_sub_blocks_match_reference(case, reduction, backend, dtype, small_blocks):
+    x, W, b, target, kw = case_arrays(case, dtype)
+    opts = dict(b=b, reduction=reduction, chunk_size=8, backend=backend, **kw)
+    ref_kw = {k: v for k, v in opts.items() if k not in ("chunk_size", "backend")}
+    exp = reference(x, W, target, **ref_kw)
+    close(linear_cross_entropy(x, W, target, **opts), exp[0], dtype)
+    for g, e in zip(linear_cross_entropy_with_grad(x, W, target, **opts), exp):
+        if e is None:
+            assert g is None
+        else:
+            close(g, e, dtype)
+    go = (np.random.default_rng(1).standard_normal(N).astype(dtype)
+          if reduction == "none" else dtype.type(0.3))
+    exp = reference(x, W, target, grad_output=go, **ref_kw)
+    for g, e in zip(linear_cross_entropy_backward(x, W, target, go, **opts), exp[1:]):
+        if e is not None:
+            close(g, e, dtype)
+
+
+@pytest.mark.parametrize("case", ["plain", "smoothing-weight-ignore", "z-softcap-all",
+                                  "z-zero-weights-smoothing", "prob"])
+def test_loss_only_path_equals_with_grad_loss(case, backend, monkeypatch):
+    """linear_cross_entropy (vocabulary blocks, no gradient) gives
+    linear_cross_entropy_with_grad's loss to float32 rounding: per row, a few
+    ulps of the row's logsumexp, from which both subtract the target's logit."""
+    dtype = np.dtype(np.float32)
+    x, W, b, target, kw = case_arrays(case, dtype, n=300, h=24, v=5000)
+    opts = dict(b=b, backend=backend, **kw)
+    # the loss-only path in 4 row blocks of 75 rows x 5 blocks of 1000 classes
+    monkeypatch.setattr(L, "FORWARD_ROWS", 75)
+    monkeypatch.setattr(L, "FORWARD_BLOCK_BYTES", 75 * 1000 * 4)
+    rows = linear_cross_entropy(x, W, target, reduction="none", **opts).astype(np.float64)
+    grad_rows = linear_cross_entropy_with_grad(x, W, target, reduction="none", **opts)[0]
+    logits = x.astype(np.float64) @ W.T.astype(np.float64) + (0 if b is None else b)
+    if kw.get("softcap"):
+        logits = kw["softcap"] * np.tanh(logits / kw["softcap"])
+    lse_bound = np.abs(logits).max(1) + np.log(5000)
+    ulps = np.spacing(lse_bound.astype(np.float32)).astype(np.float64)
+    assert np.all(np.abs(rows - grad_rows) <= 4 * ulps), np.max(np.abs(rows - grad_rows) / ulps)
+    for reduction in ("mean", "sum"):
+        loss = linear_cross_entropy(x, W, target, reduction=reduction, **opts)
+        g = linear_cross_entropy_with_grad(x, W, target, reduction=reduction, **opts)[0]
+        np.testing.assert_allclose(float(loss), float(g), rtol=1e-6)
+
+
+def _counting_logits(monkeypatch):
+    """Record (rows, first class, end class) of every logits GEMM."""
     calls = []
-    real = L.affine_forward
+    real = L._logits
 
-    def spy(x, W, b=None, **kw):
-        calls.append(x.shape[0])
-        return real(x, W, b, **kw)
+    def spy(a, xc, out, team, v0=0, v1=None):
+        calls.append((xc.shape[0], v0, a.n_classes if v1 is None else v1))
+        return real(a, xc, out, team, v0, v1)
 
-    monkeypatch.setattr(L, "affine_forward", spy)
+    monkeypatch.setattr(L, "_logits", spy)
     return calls
 
 
 def test_chunks_and_ignored_rows_cost_no_gemm(monkeypatch):
     x, W, b, target, _ = make(np.float64, ignored=0.0)
     target[::3] = IGNORE  # 13 of 37 rows ignored
-    calls = _counting_affine(monkeypatch)
+    calls = _counting_logits(monkeypatch)
     linear_cross_entropy_with_grad(x, W, target, b=b, chunk_size=8)
     kept = int((target != IGNORE).sum())
-    assert sum(calls) == kept and max(calls) <= 8 and len(calls) == -(-kept // 8)
+    rows = [r for r, _, _ in calls]
+    assert sum(rows) == kept and max(rows) <= 8 and len(rows) == -(-kept // 8)
+    assert all((v0, v1) == (0, V) for _, v0, v1 in calls)
+    # the loss alone: every kept row once per vocabulary block, blocks tiling V
+    calls.clear()
+    monkeypatch.setattr(L, "FORWARD_BLOCK_BYTES", 8 * 13 * 8)  # blocks of 8 rows x 13 classes
+    monkeypatch.setattr(L, "FORWARD_MIN_COLUMNS", 1)
+    linear_cross_entropy(x, W, target, b=b, chunk_size=8)
+    assert sum(r for r, _, _ in calls) == kept * -(-V // 13)
+    assert sorted({(v0, v1) for _, v0, v1 in calls}) == [(v, min(V, v + 13))
+                                                          for v in range(0, V, 13)]
     calls.clear()
     linear_cross_entropy(x, W, np.full(N, IGNORE))
     assert calls == []
@@ -594,6 +667,91 @@ def test_unknown_backend():
     x, W, b, target, _ = make(np.float64)
     with pytest.raises(ValueError, match="nope"):
         linear_cross_entropy(x, W, target, backend="nope")
+
+
+# ---------------------------------------------------------------------------
+# the GEMM team: single-threaded BLAS on the team's threads, restored after
+# ---------------------------------------------------------------------------
+
+def _blas_threads():
+    fns = L._load_blas_threads()
+    if not fns:
+        pytest.skip("NumPy's OpenBLAS thread count is not reachable here")
+    return fns
+
+
+def test_gemm_team_sets_blas_to_one_thread_and_restores_it(monkeypatch):
+    get, set_ = _blas_threads()
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    x, W, b, target, kw = case_arrays("z-softcap-all", np.dtype(np.float32))
+    seen = []
+    real = L._gemm
+
+    def spy(*args):
+        seen.append((get(), threading.current_thread().name))
+        return real(*args)
+
+    monkeypatch.setattr(L, "_gemm", spy)
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        before = get()
+        exp = reference(x, W, target, b=b, **kw)
+        for fn in (linear_cross_entropy, linear_cross_entropy_with_grad):
+            got = fn(x, W, target, b=b, chunk_size=8, **kw)
+            for g, e in zip(got if isinstance(got, tuple) else (got,), exp):
+                close(g, e, np.float32)
+            assert get() == before == 2
+        assert {n for _, n in seen} >= {threading.current_thread().name}
+        assert any(n.startswith("fastdl-gemm") for _, n in seen)  # the team's thread
+        assert {t for t, _ in seen} == {1}  # every GEMM on single-threaded BLAS
+        # an error inside a call restores the thread count too
+        with pytest.raises(ValueError):
+            linear_cross_entropy_with_grad(x, W, target, b=b, out=(np.empty(3), None, None))
+        monkeypatch.setattr(L, "_gemm", lambda *args: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            linear_cross_entropy_with_grad(x, W, target, b=b, chunk_size=8)
+        assert get() == 2
+    seen.clear()
+    with threadpoolctl.threadpool_limits(1, user_api="blas"):
+        monkeypatch.setattr(L, "_gemm", spy)
+        linear_cross_entropy_with_grad(x, W, target, b=b, chunk_size=8)
+        assert {n for _, n in seen} == {threading.current_thread().name}  # a team of one
+        assert get() == 1
+
+
+@pytest.mark.parametrize("case", ["plain", "ignore-weight-bias", "z-softcap-all", "prob"])
+def test_without_gemm_team_agrees(case, monkeypatch):
+    x, W, b, target, kw = case_arrays(case, np.dtype(np.float64))
+    opts = dict(b=b, chunk_size=8, **kw)
+    team = (linear_cross_entropy(x, W, target, **opts),
+            *linear_cross_entropy_with_grad(x, W, target, **opts))
+    monkeypatch.setattr(L, "GEMM_TEAM", False)
+    alone = (linear_cross_entropy(x, W, target, **opts),
+             *linear_cross_entropy_with_grad(x, W, target, **opts))
+    for t, s in zip(team, alone):
+        if t is not None:
+            close(t, s, np.float64)
+
+
+def test_concurrent_calls_agree_and_restore_blas_threads():
+    get, _ = _blas_threads()
+    before = get()
+    x, W, b, target, kw = case_arrays("ignore-weight-bias", np.dtype(np.float32), n=300,
+                                      v=2000)
+    exp = linear_cross_entropy_with_grad(x, W, target, b=b, chunk_size=64, **kw)
+    results = [None] * 4
+
+    def work(i):
+        results[i] = linear_cross_entropy_with_grad(x, W, target, b=b, chunk_size=64, **kw)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for got in results:
+        for g, e in zip(got, exp):
+            np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)
+    assert get() == before
 
 
 # ---------------------------------------------------------------------------
