@@ -10,9 +10,10 @@ PaLM's z-loss), trained with Adam.  A quarter of the positions are padding
 the chain's entropy; the head's extra memory per step is its chunk scratch
 (64 MiB by default), not the (batch, V) logits and their gradient.
 
-Run: ``python examples/lm_head_markov.py``
+Run: ``python examples/lm_head_markov.py`` (``--small``: V = 4000, a few seconds).
 """
 
+import argparse
 import tracemalloc
 
 import numpy as np
@@ -83,5 +84,12 @@ def main(vocab=32000, clusters=64, embed=32, hidden=64, successors=4, n_train=16
             "logits_bytes": logits_bytes}
 
 
+#: ``--small``: a vocabulary of 4000, 4096 pairs, three epochs (a few seconds; the tests).
+SMALL = dict(vocab=4000, n_train=4096, epochs=3, batch_size=512)
+
+
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--small", action="store_true",
+                        help="vocabulary 4000, 4096 pairs, 3 epochs: a few seconds")
+    main(**(SMALL if parser.parse_args().small else {}))
