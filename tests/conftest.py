@@ -8,6 +8,11 @@ import pytest
 import fastdl
 from fastdl import _load
 
+# Processes the tests start (workers of the concurrency and fuzzing tests)
+# choose their threads as told, whatever the machine's load: the adaptive cap
+# (fastdl._load) is tested on its own, in this process (see _fixed_threads).
+os.environ["FASTDL_ADAPTIVE_THREADS"] = "0"
+
 BACKENDS = fastdl.available_backends()
 COMPILED = tuple(b for b in BACKENDS if b != "numpy")
 DTYPES = (np.float32, np.float64)
