@@ -15,30 +15,16 @@ from ._backend import (
     unavailable_backends,
     use_backend,
 )
-from ._core import (
-    affine_backward,
-    affine_forward,
-    cross_entropy,
-    cross_entropy_backward,
-    cross_entropy_with_grad,
-    log_softmax,
-    log_softmax_backward,
-    logsumexp,
-    softmax,
-    softmax_backward,
-)
+from . import _core, _linear_ce, _optim_functional
+from ._core import *  # noqa: F401,F403  (affine, the row ops, cross-entropy)
 from ._info import show_config
 from ._warmup import warmup
 from . import _activations, _loss_functions
 from ._activations import *  # noqa: F401,F403  (the activations of the op table)
 from ._loss_functions import *  # noqa: F401,F403  (the pointwise losses and entropy)
-from ._linear_ce import (
-    linear_cross_entropy,
-    linear_cross_entropy_backward,
-    linear_cross_entropy_with_grad,
-)
+from ._linear_ce import *  # noqa: F401,F403  (the fused linear + cross-entropy)
 from ._gradcheck import GradcheckError, gradcheck
-from ._optim_functional import adam_step, sgd_step
+from ._optim_functional import *  # noqa: F401,F403  (sgd_step, adam_step)
 
 # The layer API sits on top of the functional API above.
 from . import data, layers, losses, optim  # noqa: E402
@@ -55,26 +41,12 @@ __all__ = [
     "get_num_threads",
     "show_config",
     "warmup",
-    "affine_forward",
-    "affine_backward",
-    "logsumexp",
-    "softmax",
-    "log_softmax",
-    "softmax_backward",
-    "log_softmax_backward",
-    "cross_entropy",
-    "cross_entropy_backward",
-    "cross_entropy_with_grad",
-    "linear_cross_entropy",
-    "linear_cross_entropy_with_grad",
-    "linear_cross_entropy_backward",
     "gradcheck",
     "GradcheckError",
-    "sgd_step",
-    "adam_step",
     "layers",
     "losses",
     "optim",
     "data",
     "compile_step",
-] + _activations.__all__ + _loss_functions.__all__
+] + (_core.__all__ + _linear_ce.__all__ + _optim_functional.__all__ + _activations.__all__
+     + _loss_functions.__all__)
