@@ -85,6 +85,15 @@ DEFAULT_AUTO_ORDER = ("cython", "numba")
 #: statement of policy for the kernels' docstrings, not a switch.
 BIAS_SERIAL = True
 
+#: From this many bytes of output a row kernel writes its last pass with
+#: non-temporal stores (past the caches): softmax, log_softmax and the
+#: cross-entropy gradient, whose plain stores first read every output line
+#: from memory (kernels/_fastexp.h, "Output passes with non-temporal
+#: stores").  An output that fits in the caches is better left there for
+#: whatever reads it next; rows shorter than ROW_BLOCK_BYTES (kernels/
+#: _common.pxd) keep their plain stores (they are not whole lines).
+STREAM_MIN_BYTES = 32 << 20
+
 #: Below this many rows the per-row float64 losses of cross-entropy are
 #: summed with ``math.fsum`` (exactly rounded: the loss does not depend on
 #: the row order); above it with NumPy's pairwise sum (error O(log N) ulp),

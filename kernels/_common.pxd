@@ -92,6 +92,14 @@ cdef extern from "_fastexp.h" nogil:
                       Py_ssize_t n)
     void fastdl_sub2(const double* x, double a, double b, double* y,
                      Py_ssize_t n)
+    # sub2 with non-temporal stores (outputs larger than the caches).
+    void fastdl_sub2f_stream(const float* x, double a, double b, float* y,
+                             Py_ssize_t n)
+    void fastdl_sub2_stream(const double* x, double a, double b, double* y,
+                            Py_ssize_t n)
+    # y = e * r with non-temporal stores (from a scratch row of exps).
+    void fastdl_scalef_stream(const float* e, double r, float* y, Py_ssize_t n)
+    void fastdl_scale_stream(const double* e, double r, double* y, Py_ssize_t n)
     double fastdl_sumf(const float* x, Py_ssize_t n)
     double fastdl_sum(const double* x, Py_ssize_t n)
     double fastdl_dotf(const float* x, const float* y, Py_ssize_t n)
@@ -204,6 +212,27 @@ cdef inline void sub2_row(const floating* x, double a, double b, floating* y,
         fastdl_sub2f(x, a, b, y, n)
     else:
         fastdl_sub2(x, a, b, y, n)
+
+
+cdef inline void sub2_row_stream(const floating* x, double a, double b,
+                                 floating* y, Py_ssize_t n) noexcept nogil:
+    """sub2_row with non-temporal stores: the same bits, written past the
+    caches (for outputs far larger than them; see _fastexp.h)."""
+    if floating is float:
+        fastdl_sub2f_stream(x, a, b, y, n)
+    else:
+        fastdl_sub2_stream(x, a, b, y, n)
+
+
+cdef inline void scale_row_stream(const floating* e, double r, floating* y,
+                                  Py_ssize_t n) noexcept nogil:
+    """y[j] = e[j] * r with non-temporal stores: scale_row's products (the
+    same bits), from a scratch row of exps into an output far larger than
+    the caches (see _fastexp.h)."""
+    if floating is float:
+        fastdl_scalef_stream(e, r, y, n)
+    else:
+        fastdl_scale_stream(e, r, y, n)
 
 
 cdef inline double lane_total(double* acc) noexcept nogil:

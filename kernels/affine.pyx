@@ -46,7 +46,8 @@ def bias_add(object out, object b, int num_threads):
     """out[i, :] += b for every row i (the same rounding as NumPy's out += b)."""
     cdef int tn = _check_bias(out, b)
     cdef Py_ssize_t rows = dim(out, 0), n = dim(out, 1)
-    cdef void *po = data(out), *pb = data(b)
+    cdef void* po = data(out)
+    cdef void* pb = data(b)
     with nogil:
         if tn == cnp.NPY_FLOAT32:
             _bias_add(<float*>po, <const float*>pb, rows, n, num_threads)
@@ -96,7 +97,8 @@ def bias_grad(object dy, object db, int num_threads):
     cdef int tn = float_matrix(dy, 2, False)
     cdef Py_ssize_t rows = dim(dy, 0), n = dim(dy, 1)
     cdef Py_ssize_t nt = max(1, min(<Py_ssize_t>num_threads, rows))
-    cdef void *pdy = data(dy), *pdb
+    cdef void* pdy = data(dy)
+    cdef void* pdb
     cdef double* acc
     if not (float_matrix(db, 1, True) == tn and dim(db, 0) == n):
         raise ValueError("kernel contract: db must be (H,) of dy's dtype")

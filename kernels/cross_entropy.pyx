@@ -18,13 +18,15 @@ import numpy as _np
 
 cimport numpy as cnp
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
 from libc.math cimport fabs, isfinite, log
 from libc.stdint cimport int64_t
+from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
 from _common cimport (FASTDL_HAVE_OPENMP, LANES, EXP_BLOCK, ROW_BLOCK, row_max,
                       exp_sum, exp_sum_store, exp_shift_sum, scale_row,
+                      scale_row_stream,
                       lane_total, next_row, block_rows, float_matrix,
                       same_matrix, dim, data)
 
@@ -96,7 +98,7 @@ cdef void _ce_index_block(const floating* z, const int64_t* t, Py_ssize_t nb,
                           Py_ssize_t n, const floating* w, double sum_w,
                           int64_t ignore_index, double eps, const double* scale,
                           double scale1, double* loss, floating* g,
-                          const floating* pf) noexcept nogil:
+                          const floating* pf, floating* scratch) noexcept nogil:
     """Rows z[0:nb] (nb <= ROW_BLOCK, C-contiguous rows of n) with targets
     t[0:nb]: loss[k] of each row, 0 for a row whose target is
     ignore_index; when g is not NULL also g = scale_k * d loss / d z (rows
@@ -104,7 +106,10 @@ cdef void _ce_index_block(const floating* z, const int64_t* t, Py_ssize_t nb,
     scale1 when scale is NULL.  w is NULL for unit weights (then sum_w is
     n).  g may be z: every z row is read (its max and z[t]) before its g
     row is written.  pf: the rows after the block or NULL, prefetched
-    during pass 2.
+    during pass 2.  scratch: NULL, or (nb is 1, a gradient of a large
+    output) a row of n that holds the exps instead of g, which then gets
+    them scaled with non-temporal stores (scale_row_stream: scale_row's
+    bits) when there is no smoothing.
 
     The passes run over the whole block before the next pass starts: the
     rows of one pass are independent, so their latency chains (the max
@@ -140,6 +145,8 @@ cdef void _ce_index_block(const floating* z, const int64_t* t, Py_ssize_t nb,
             continue
         zk = z + k * n
         gk = g + k * n if g != NULL else NULL
+        if gk != NULL and scratch != NULL and eps == 0.0:
+            gk = scratch  # the exps stay in cache; see pass 3
         pk = pf + k * n if pf != NULL else NULL
         sum_wd[k] = 0.0
         if eps == 0.0:
@@ -179,16 +186,21 @@ cdef void _ce_index_block(const floating* z, const int64_t* t, Py_ssize_t nb,
             continue
         sk = scale[k] if scale != NULL else scale1
         wt = w[tk] if w != NULL else 1.0
-        et = gk[tk]
         a = (1.0 - eps) * wt + eps_n * sum_w
         coef = sk * a / s[k]
         c_w = sk * eps_n
-        if eps == 0.0:
+        if eps == 0.0 and scratch != NULL:
+            et = scratch[tk]
+            scale_row_stream(scratch, coef, gk, n)
+        elif eps == 0.0:
+            et = gk[tk]
             scale_row(gk, coef, n)
         elif w == NULL:
+            et = gk[tk]
             for j in range(n):
                 gk[j] = <floating>(gk[j] * coef - c_w)
         else:
+            et = gk[tk]
             for j in range(n):
                 gk[j] = <floating>(gk[j] * coef - c_w * w[j])
         # The target entry is redone from its exp in double rather than by
@@ -204,38 +216,49 @@ cdef inline void _ce_index_rows_from(const floating* z, const int64_t* t,
                                      Py_ssize_t n, const floating* w, double sum_w,
                                      int64_t ignore_index, double eps,
                                      const double* scale, double scale1,
-                                     double* loss, floating* g) noexcept nogil:
+                                     double* loss, floating* g,
+                                     floating* scratch) noexcept nogil:
     """The block of up to bs rows from row i (see _ce_index_block)."""
     cdef Py_ssize_t nb = min(bs, rows - i)
     _ce_index_block(z + i * n, t + i, nb, n, w, sum_w, ignore_index, eps,
                     scale + i if scale != NULL else NULL, scale1, loss + i,
                     g + i * n if g != NULL else NULL,
-                    z + (i + nb) * n if i + nb < rows else NULL)
+                    z + (i + nb) * n if i + nb < rows else NULL, scratch)
 
 
 cdef void _ce_index_rows(const floating* z, const int64_t* t, Py_ssize_t rows,
                          Py_ssize_t n, const floating* w, int64_t ignore_index,
                          double eps, const double* scale, double scale1,
-                         double* loss, floating* g, int nt) noexcept nogil:
+                         double* loss, floating* g, int nt, bint stream) noexcept nogil:
     """Every row, a block of rows at a time, on nt threads (a plain loop for
-    one: no OpenMP region)."""
+    one: no OpenMP region).  stream: a gradient far larger than the caches,
+    written with non-temporal stores from a scratch row per thread (rows a
+    block of their own only; see _ce_index_block)."""
     cdef Py_ssize_t b, j
     cdef Py_ssize_t bs = block_rows(n, sizeof(floating))
     cdef Py_ssize_t blocks = (rows + bs - 1) // bs
     cdef double sum_w = 0.0
+    cdef floating* scratch = NULL
     if w != NULL:
         for j in range(n):
             sum_w += w[j]
     else:
         sum_w = <double>n
+    stream = stream and bs == 1 and g != NULL
     if nt == 1:
+        if stream:
+            scratch = <floating*>malloc(n * sizeof(floating))
         for b in range(blocks):
             _ce_index_rows_from(z, t, b * bs, bs, rows, n, w, sum_w, ignore_index,
-                                eps, scale, scale1, loss, g)
+                                eps, scale, scale1, loss, g, scratch)
+        free(scratch)
     else:
-        for b in prange(blocks, schedule='static', num_threads=nt):
-            _ce_index_rows_from(z, t, b * bs, bs, rows, n, w, sum_w, ignore_index,
-                                eps, scale, scale1, loss, g)
+        with parallel(num_threads=nt):
+            scratch = <floating*>malloc(n * sizeof(floating)) if stream else NULL
+            for b in prange(blocks, schedule='static'):
+                _ce_index_rows_from(z, t, b * bs, bs, rows, n, w, sum_w, ignore_index,
+                                    eps, scale, scale1, loss, g, scratch)
+            free(scratch)
 
 
 cdef inline int _vector(object a, int typenum, Py_ssize_t n, bint write) except -1:
@@ -315,7 +338,7 @@ cdef int _ce_arrays(object logits, object target, object weight, object scale,
 def cross_entropy_index(object logits, object target, object weight,
                         int64_t ignore_index, double label_smoothing, object scale,
                         object loss, object grad, Py_ssize_t exact_max_rows,
-                        int num_threads):
+                        int num_threads, bint stream):
     """Per-row loss (and scaled gradient) for class-index targets; returns
     the loss sum when it is exact and cheap, else None.
 
@@ -324,7 +347,8 @@ def cross_entropy_index(object logits, object target, object weight,
     float64, grad (N, C) or None (may be logits).  Needs N >= 1 and C >= 1
     (cython/core.py handles empty inputs).  The return value: math.fsum of
     loss when N < exact_max_rows and every term and partial sum is finite,
-    else None.
+    else None.  stream: write the gradient with non-temporal stores (rows
+    of ROW_BLOCK_BYTES or more without smoothing only).
     """
     cdef _Args a
     _ce_arrays(logits, target, weight, scale, loss, grad, True, &a)
@@ -332,11 +356,11 @@ def cross_entropy_index(object logits, object target, object weight,
         if a.tn == cnp.NPY_FLOAT32:
             _ce_index_rows(<const float*>a.z, <const int64_t*>a.q, a.rows, a.n,
                            <const float*>a.w, ignore_index, label_smoothing, a.scale,
-                           a.scale1, <double*>a.loss, <float*>a.g, num_threads)
+                           a.scale1, <double*>a.loss, <float*>a.g, num_threads, stream)
         else:
             _ce_index_rows(<const double*>a.z, <const int64_t*>a.q, a.rows, a.n,
                            <const double*>a.w, ignore_index, label_smoothing, a.scale,
-                           a.scale1, <double*>a.loss, <double*>a.g, num_threads)
+                           a.scale1, <double*>a.loss, <double*>a.g, num_threads, stream)
     return _total(<const double*>a.loss, a.rows, exact_max_rows)
 
 
@@ -370,7 +394,7 @@ cdef inline bint _overlap(cnp.ndarray a, cnp.ndarray b) noexcept:
 def cross_entropy_index_fast(object logits, object target, int64_t ignore_index,
                              double label_smoothing, bint mean, object out,
                              bint want_grad, Py_ssize_t exact_max_rows,
-                             int num_threads):
+                             int num_threads, bint stream):
     """The common case of fastdl.cross_entropy(_with_grad) in one call.
 
     The case: logits an (N, C) float32/float64 ndarray, C-contiguous,
@@ -382,7 +406,8 @@ def cross_entropy_index_fast(object logits, object target, int64_t ignore_index,
     -- loss a NumPy scalar of the logits' dtype, the mean (mean true) or
     sum over rows; grad None unless want_grad -- or None when the call is
     not this case.  Same values as the general route, which sums the row
-    losses with math.fsum (np.sum from exact_max_rows rows).
+    losses with math.fsum (np.sum from exact_max_rows rows).  stream: as
+    for cross_entropy_index.
     """
     cdef int typenum
     cdef cnp.ndarray z, t, g = None, loss
@@ -433,11 +458,13 @@ def cross_entropy_index_fast(object logits, object target, int64_t ignore_index,
         if typenum == cnp.NPY_FLOAT32:
             _ce_index_rows(<const float*>cnp.PyArray_DATA(z), tp, rows, n, NULL,
                            -1, label_smoothing, NULL, 1.0 / rows if mean else 1.0,
-                           <double*>cnp.PyArray_DATA(loss), <float*>gp, num_threads)
+                           <double*>cnp.PyArray_DATA(loss), <float*>gp, num_threads,
+                           stream)
         else:
             _ce_index_rows(<const double*>cnp.PyArray_DATA(z), tp, rows, n, NULL,
                            -1, label_smoothing, NULL, 1.0 / rows if mean else 1.0,
-                           <double*>cnp.PyArray_DATA(loss), <double*>gp, num_threads)
+                           <double*>cnp.PyArray_DATA(loss), <double*>gp, num_threads,
+                           stream)
         if rows < exact_max_rows:
             total = _exact_sum(<const double*>cnp.PyArray_DATA(loss), rows, &ok)
     if rows >= exact_max_rows:

@@ -11,13 +11,16 @@
 
 cimport numpy as cnp
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
 from libc.math cimport INFINITY, log, isfinite
+from libc.stdlib cimport free, malloc
 
 from _common cimport (FASTDL_HAVE_OPENMP, EXP_BLOCK, exp_shift, row_max,
-                      exp_sum, exp_sum_store, scale_row, sub2_row, row_sum,
-                      row_dot, msub_row, dscale_row, ROW_BLOCK, block_rows,
-                      float_matrix, same_matrix, dim, data)
+                      exp_sum, exp_sum_store, scale_row, sub2_row,
+                      sub2_row_stream, scale_row_stream, row_sum, row_dot,
+                      msub_row, dscale_row,
+                      ROW_BLOCK, block_rows, float_matrix, same_matrix, dim,
+                      data)
 
 HAVE_OPENMP = bool(FASTDL_HAVE_OPENMP)
 
@@ -73,13 +76,22 @@ cdef inline void _logsumexp_block(const floating* x, floating* out, Py_ssize_t n
 
 
 cdef inline void _softmax_block(const floating* x, floating* out, Py_ssize_t nb,
-                                Py_ssize_t n, const floating* pf) noexcept nogil:
+                                Py_ssize_t n, const floating* pf,
+                                floating* scratch) noexcept nogil:
     cdef floating m[ROW_BLOCK]
     cdef floating lo[ROW_BLOCK]
     cdef double s[ROW_BLOCK]
     cdef Py_ssize_t k
     for k in range(nb):
         m[k] = row_max(x + k * n, n, &lo[k])
+    if scratch != NULL:
+        # A row of a large output (nb is 1): the exps go to the scratch row,
+        # which stays in cache, and the scaled ones to out with
+        # non-temporal stores (scale_row_stream: scale_row's bits).  out may
+        # be x: x is read into the scratch row before out is written.
+        s[0] = exp_sum_store(x, m[0], scratch, n, pf, lo[0])
+        scale_row_stream(scratch, 1.0 / s[0], out, n)
+        return
     # Max shift (see _logsumexp_block).  No finite-max exception here: an all
     # -inf row gives -inf - (-inf) = NaN everywhere, as the contract wants,
     # and a +inf gives NaN through inf - inf.  The exps go straight into out
@@ -97,7 +109,7 @@ cdef inline void _softmax_block(const floating* x, floating* out, Py_ssize_t nb,
 
 cdef inline void _log_softmax_block(const floating* x, floating* out,
                                     Py_ssize_t nb, Py_ssize_t n,
-                                    const floating* pf) noexcept nogil:
+                                    const floating* pf, bint stream) noexcept nogil:
     cdef floating m[ROW_BLOCK]
     cdef double log_s[ROW_BLOCK]
     cdef Py_ssize_t k
@@ -108,8 +120,13 @@ cdef inline void _log_softmax_block(const floating* x, floating* out,
     # tiny and m + log(s) would round it away, while x - m is exact for the
     # large entries.  This is what makes log_softmax([1000, 1, 0]) exactly
     # [0, -999, -1000].  float32 in float32 (see sub2_row): within 2 ulp.
+    # stream: the output goes past the caches (non-temporal stores, see
+    # sub2_row_stream), for outputs far larger than them.
     for k in range(nb):
-        sub2_row(x + k * n, m[k], log_s[k], out + k * n, n)
+        if stream:
+            sub2_row_stream(x + k * n, m[k], log_s[k], out + k * n, n)
+        else:
+            sub2_row(x + k * n, m[k], log_s[k], out + k * n, n)
 
 
 cdef inline void _softmax_backward_block(const floating* dy, const floating* y,
@@ -161,15 +178,17 @@ ctypedef enum _Op:
 
 cdef inline void _block(_Op op, const floating* a, const floating* b,
                         floating* out, Py_ssize_t i, Py_ssize_t nb, Py_ssize_t rows,
-                        Py_ssize_t n) noexcept nogil:
-    """Rows i..i+nb of op; a is x (forward) or dy, b is y (backward)."""
+                        Py_ssize_t n, floating* scratch) noexcept nogil:
+    """Rows i..i+nb of op; a is x (forward) or dy, b is y (backward).
+    scratch: a row of n for this thread when the output is written past
+    the caches (see _rows), else NULL."""
     cdef const floating* pf = a + (i + nb) * n if i + nb < rows else NULL
     if op == _LOGSUMEXP:
         _logsumexp_block(a + i * n, out + i, nb, n, pf)
     elif op == _SOFTMAX:
-        _softmax_block(a + i * n, out + i * n, nb, n, pf)
+        _softmax_block(a + i * n, out + i * n, nb, n, pf, scratch)
     elif op == _LOG_SOFTMAX:
-        _log_softmax_block(a + i * n, out + i * n, nb, n, pf)
+        _log_softmax_block(a + i * n, out + i * n, nb, n, pf, scratch != NULL)
     elif op == _SOFTMAX_BACKWARD:
         _softmax_backward_block(a + i * n, b + i * n, out + i * n, nb, n)
     else:
@@ -177,22 +196,41 @@ cdef inline void _block(_Op op, const floating* a, const floating* b,
 
 
 cdef void _rows(_Op op, const floating* a, const floating* b, floating* out,
-                Py_ssize_t rows, Py_ssize_t n, int nt) noexcept nogil:
+                Py_ssize_t rows, Py_ssize_t n, int nt, bint stream) noexcept nogil:
+    """Every block of op's rows on nt threads (a plain loop for one).
+
+    stream (softmax and log_softmax): write the output with non-temporal
+    stores, for rows a block of their own (whole lines); each thread gets a
+    scratch row, which also says so to the block bodies.  A scratch row that
+    cannot be allocated leaves that thread's stores plain.
+    """
     cdef Py_ssize_t blk, bs = block_rows(n, sizeof(floating))
     cdef Py_ssize_t blocks = (rows + bs - 1) // bs
+    cdef floating* scratch = NULL
+    stream = stream and bs == 1
     if nt == 1:
+        if stream:
+            scratch = <floating*>malloc(n * sizeof(floating))
         for blk in range(blocks):
-            _block(op, a, b, out, blk * bs, min(bs, rows - blk * bs), rows, n)
+            _block(op, a, b, out, blk * bs, min(bs, rows - blk * bs), rows, n, scratch)
+        free(scratch)
     else:
-        for blk in prange(blocks, schedule='static', num_threads=nt):
-            _block(op, a, b, out, blk * bs, min(bs, rows - blk * bs), rows, n)
+        with parallel(num_threads=nt):
+            scratch = <floating*>malloc(n * sizeof(floating)) if stream else NULL
+            for blk in prange(blocks, schedule='static'):
+                _block(op, a, b, out, blk * bs, min(bs, rows - blk * bs), rows, n,
+                       scratch)
+            free(scratch)
 
 
-cdef int _run(_Op op, object a, object b, object out, int num_threads) except -1:
+cdef int _run(_Op op, object a, object b, object out, int num_threads,
+              bint stream=False) except -1:
     """Check the arguments (b is None for the forward ops) and run op."""
     cdef int tn = float_matrix(a, 2, False)
     cdef Py_ssize_t rows = dim(a, 0), n = dim(a, 1)
-    cdef void *pa = data(a), *pb = NULL, *po
+    cdef void* pa = data(a)
+    cdef void* pb = NULL
+    cdef void* po
     if b is not None:
         same_matrix(b, a, tn, False)
         pb = data(b)
@@ -205,10 +243,10 @@ cdef int _run(_Op op, object a, object b, object out, int num_threads) except -1
     with nogil:
         if tn == cnp.NPY_FLOAT32:
             _rows(op, <const float*>pa, <const float*>pb, <float*>po, rows, n,
-                  num_threads)
+                  num_threads, stream)
         else:
             _rows(op, <const double*>pa, <const double*>pb, <double*>po, rows, n,
-                  num_threads)
+                  num_threads, stream)
     return 0
 
 
@@ -217,14 +255,16 @@ def logsumexp(object x, object out, int num_threads):
     _run(_LOGSUMEXP, x, None, out, num_threads)
 
 
-def softmax(object x, object out, int num_threads):
-    """out[i] = softmax(x[i]); out may be x."""
-    _run(_SOFTMAX, x, None, out, num_threads)
+def softmax(object x, object out, int num_threads, bint stream):
+    """out[i] = softmax(x[i]); out may be x.  stream: write out with
+    non-temporal stores (rows of ROW_BLOCK_BYTES or more only)."""
+    _run(_SOFTMAX, x, None, out, num_threads, stream)
 
 
-def log_softmax(object x, object out, int num_threads):
-    """out[i] = log_softmax(x[i]); out may be x."""
-    _run(_LOG_SOFTMAX, x, None, out, num_threads)
+def log_softmax(object x, object out, int num_threads, bint stream):
+    """out[i] = log_softmax(x[i]); out may be x.  stream: write out with
+    non-temporal stores (rows of ROW_BLOCK_BYTES or more only)."""
+    _run(_LOG_SOFTMAX, x, None, out, num_threads, stream)
 
 
 def softmax_backward(object dy, object y, object out, int num_threads):

@@ -108,31 +108,32 @@ def test_compiled_kernels_check_their_contract():
     core = _cython_kernels()
     x = np.ones((4, 3), np.float32)
     bad_calls = [
-        lambda: core._softmax.softmax(x, np.empty((4, 3), np.float64), 1),     # dtype
-        lambda: core._softmax.softmax(x, np.empty((3, 4), np.float32), 1),     # shape
+        lambda: core._softmax.softmax(x, np.empty((4, 3), np.float64), 1, False),     # dtype
+        lambda: core._softmax.softmax(x, np.empty((3, 4), np.float32), 1, False),     # shape
         lambda: core._softmax.softmax(np.asfortranarray(np.ones((4, 3), np.float32)),
-                                      np.empty((4, 3), np.float32), 1),        # layout
-        lambda: core._softmax.softmax(x.astype(np.int32), np.empty((4, 3), np.int32), 1),
-        lambda: core._softmax.softmax(x, x[:, :1], 1),
+                                      np.empty((4, 3), np.float32), 1, False),  # layout
+        lambda: core._softmax.softmax(x.astype(np.int32), np.empty((4, 3), np.int32), 1, False),
+        lambda: core._softmax.softmax(x, x[:, :1], 1, False),
         lambda: core._softmax.logsumexp(x, np.empty(3, np.float32), 1),
-        lambda: core._softmax.softmax([[1.0]], np.empty((1, 1)), 1),           # not an array
+        lambda: core._softmax.softmax([[1.0]], np.empty((1, 1)), 1, False),           # not an array
         lambda: core._softmax.softmax_backward(x, x[:2], np.empty_like(x), 1),
         lambda: core._affine.bias_add(x, np.ones(4, np.float32), 1),
         lambda: core._affine.bias_grad(x, np.ones(4, np.float32), 1),
         lambda: core._cross_entropy.cross_entropy_index(
-            x, np.zeros(4, np.int32), None, -100, 0.0, None, np.empty(4), None, 10, 1),
+            x, np.zeros(4, np.int32), None, -100, 0.0, None, np.empty(4), None, 10, 1,
+            False),
         lambda: core._cross_entropy.cross_entropy_index(
             x, np.zeros(4, np.int64), np.ones(2, np.float32), -100, 0.0, None,
-            np.empty(4), None, 10, 1),
+            np.empty(4), None, 10, 1, False),
         lambda: core._cross_entropy.cross_entropy_index(
             x, np.zeros(4, np.int64), None, -100, 0.0, np.ones(3), np.empty(4),
-            np.empty_like(x), 10, 1),
+            np.empty_like(x), 10, 1, False),
         lambda: core._cross_entropy.cross_entropy_prob(
             x, np.ones((4, 3)), None, 0.0, None, np.empty(4), None, 10, 1),
     ]
     read_only = np.empty((4, 3), np.float32)
     read_only.flags.writeable = False
-    bad_calls.append(lambda: core._softmax.softmax(x, read_only, 1))
+    bad_calls.append(lambda: core._softmax.softmax(x, read_only, 1, False))
     for i, call in enumerate(bad_calls):
         with pytest.raises(ValueError, match="kernel contract"):
             call()
@@ -377,3 +378,48 @@ def test_a_float_scale_equals_the_same_scale_per_row(backend, dtype, rng):
             kernel(*args, scale, np.empty(9), g)
             grads.append(g)
         np.testing.assert_array_equal(grads[0], grads[1])
+
+
+# ---------------------------------------- outputs written past the caches
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_streamed_outputs_have_the_plain_stores_bits(dtype, threads, rng, monkeypatch):
+    # From _config.STREAM_MIN_BYTES of output, softmax, log_softmax and the
+    # cross-entropy gradient write with non-temporal stores (rows of a block
+    # of their own); the values must not change.  The threshold is moved so
+    # that small arrays take that path.
+    _cython_kernels()
+    old = fastdl.get_num_threads()
+    results = {}
+    try:
+        fastdl.set_num_threads(min(threads, fastdl._config.default_num_threads()))
+        for limit in (1 << 62, 0):
+            monkeypatch.setattr(fastdl._config, "STREAM_MIN_BYTES", limit)
+            for shape in ((37, 5000), (3, 20011), (9, 10)):
+                x = (4 * rng.standard_normal(shape)).astype(dtype) if limit else \
+                    results[shape, "x"]
+                results.setdefault((shape, "x"), x)
+                t = np.arange(shape[0]) % shape[1]
+                with np.errstate(all="ignore"):
+                    x[1, 3] = np.inf
+                    got = [fastdl.softmax(x, backend="cython"),
+                           fastdl.log_softmax(x, backend="cython"),
+                           *fastdl.cross_entropy_with_grad(x, t, backend="cython"),
+                           fastdl.cross_entropy_with_grad(x, t, ignore_index=0,
+                                                          backend="cython")[1],
+                           fastdl.cross_entropy_with_grad(x, t, label_smoothing=0.1,
+                                                          backend="cython")[1]]
+                    for f in (fastdl.softmax, fastdl.log_softmax):  # in place
+                        z = x.copy()
+                        got.append(f(z, out=z, backend="cython"))
+                    z = x.copy()
+                    got.append(fastdl.cross_entropy_with_grad(z, t, out=z,
+                                                              backend="cython")[1])
+                results[shape, limit] = got
+    finally:
+        fastdl.set_num_threads(old)
+    for shape in ((37, 5000), (3, 20011), (9, 10)):
+        for plain, streamed in zip(results[shape, 1 << 62], results[shape, 0]):
+            np.testing.assert_array_equal(np.atleast_1d(plain).view(np.uint8),
+                                          np.atleast_1d(streamed).view(np.uint8))

@@ -20,7 +20,9 @@
  * range; the AVX-512F full exps give the AVX2 ones' bits for every float32
  * bit pattern and 2e7 random float64 inputs.
  * The plain C map loops (scale, sub2, sum, dot, msub, dscale), compiled
- * per copy, give the baseline copy's bits on random rows too.
+ * per copy, give the baseline copy's bits on random rows too, and so do
+ * the output passes with non-temporal stores (sub2 and scale into another
+ * row), at every offset of the output from a 64-byte boundary.
  * Prints "mismatches N", then whether the AVX-512F copy was checked, and
  * exits 1 when N > 0. */
 #include "_fastexp.h"
@@ -226,6 +228,57 @@ static long check_maps(const struct maps *c)
     return bad;
 }
 
+/* One copy's output passes with non-temporal stores. */
+struct streams {
+    fastdl_sub2f_fn sub2f;
+    fastdl_sub2_fn sub2;
+    fastdl_scalef_stream_fn scalef;
+    fastdl_scale_stream_fn scale;
+};
+#define FASTDL_STREAMS(S)                                                   \
+    {fastdl_sub2f_stream_##S, fastdl_sub2_stream_##S,                       \
+     fastdl_scalef_stream_##S, fastdl_scale_stream_##S}
+
+/* Against the baseline's sub2 and in-place scale: rows of random length
+ * written at every offset (0 to 15 elements) from a 64-byte boundary, and
+ * the bytes around the row untouched. */
+static long check_streams(const struct streams *c)
+{
+    static const struct maps base = FASTDL_MAPS(baseline);
+    static float x[ROW], y1[ROW], y2[ROW + 32] __attribute__((aligned(64)));
+    static double xd[ROW], z1[ROW], z2[ROW + 32] __attribute__((aligned(64)));
+    long bad = 0;
+    int t, i, n, off;
+    for (t = 0; t < 20000; t++) {
+        n = rand() % (ROW - 16);
+        off = t % 16;
+        for (i = 0; i < n; i++) {
+            x[i] = (float)(rand() % 4000 - 2000) / 37.0f;
+            xd[i] = x[i] * 1.37;
+        }
+        memset(y2, 0x5a, sizeof y2);
+        memset(z2, 0x5a, sizeof z2);
+        base.sub2f(x, 2.5, 0.7, y1, n);
+        c->sub2f(x, 2.5, 0.7, y2 + off, n);
+        bad += memcmp(y1, y2 + off, n * sizeof *y1) != 0;
+        bad += (off && ((unsigned char *)(y2 + off))[-1] != 0x5a) ||
+               ((unsigned char *)(y2 + off + n))[0] != 0x5a;
+        base.sub2(xd, 2.5, 0.7, z1, n);
+        c->sub2(xd, 2.5, 0.7, z2 + off, n);
+        bad += memcmp(z1, z2 + off, n * sizeof *z1) != 0;
+        memcpy(y1, x, n * sizeof *x);
+        base.scalef(y1, 0.3, n);
+        c->scalef(x, 0.3, y2 + off, n);
+        bad += memcmp(y1, y2 + off, n * sizeof *y1) != 0;
+        memcpy(z1, xd, n * sizeof *xd);
+        base.scale(z1, 0.3, n);
+        c->scale(xd, 0.3, z2 + off, n);
+        bad += memcmp(z1, z2 + off, n * sizeof *z1) != 0;
+        bad += ((unsigned char *)(z2 + off + n))[0] != 0x5a;
+    }
+    return bad;
+}
+
 static long check_copy(const struct copy *c)
 {
     return check_max(c) + (c->expf_sum != NULL ? check_exps(c) : 0);
@@ -338,12 +391,16 @@ int main(void)
     srand(12345);
     const struct maps maps_avx2 = FASTDL_MAPS(avx2);
     const struct maps maps_avx512 = FASTDL_MAPS(avx512);
+    const struct streams streams_base = FASTDL_STREAMS(baseline);
+    const struct streams streams_avx2 = FASTDL_STREAMS(avx2);
+    const struct streams streams_avx512 = FASTDL_STREAMS(avx512);
     bad += check_copy(&avx2) + check_copy(&max_c) + check_maps(&maps_avx2);
+    bad += check_streams(&streams_base) + check_streams(&streams_avx2);
     bad += check_in_range_exps_avx2();
     has_avx512 = __builtin_cpu_supports("avx512f");
     if (has_avx512)
         bad += check_copy(&avx512) + check_exps_avx512() +
-               check_maps(&maps_avx512);
+               check_maps(&maps_avx512) + check_streams(&streams_avx512);
     printf("mismatches %ld\n", bad);
     printf(has_avx512 ? "avx512f checked\n" : "avx512f not on this cpu\n");
     return bad != 0;

@@ -17,11 +17,11 @@ _F = TypeVar("_F", np.float32, np.float64)
 #: Whether the module was compiled with OpenMP (else its kernels run serially).
 HAVE_OPENMP: bool
 
-def cross_entropy_index(logits: object, target: object, weight: object, ignore_index: int, label_smoothing: float, scale: object, loss: object, grad: object, exact_max_rows: int, num_threads: int) -> float | None:
+def cross_entropy_index(logits: object, target: object, weight: object, ignore_index: int, label_smoothing: float, scale: object, loss: object, grad: object, exact_max_rows: int, num_threads: int, stream: bool) -> float | None:
     """Per-row loss (and scaled gradient) for class-index targets; returns the loss sum when it is exact and cheap, else None."""
     ...
 
-def cross_entropy_index_fast(logits: object, target: object, ignore_index: int, label_smoothing: float, mean: bool, out: object, want_grad: bool, exact_max_rows: int, num_threads: int) -> tuple[np.float32 | np.float64, NDArray[np.float32] | NDArray[np.float64] | None] | None:
+def cross_entropy_index_fast(logits: object, target: object, ignore_index: int, label_smoothing: float, mean: bool, out: object, want_grad: bool, exact_max_rows: int, num_threads: int, stream: bool) -> tuple[np.float32 | np.float64, NDArray[np.float32] | NDArray[np.float64] | None] | None:
     """The common case of fastdl.cross_entropy(_with_grad) in one call."""
     ...
 

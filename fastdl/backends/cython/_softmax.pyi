@@ -21,12 +21,12 @@ def logsumexp(x: object, out: object, num_threads: int) -> None:
     """out[i] = log(sum(exp(x[i]))) for every row i of x (M, C) (stable)."""
     ...
 
-def softmax(x: object, out: object, num_threads: int) -> None:
-    """out[i] = softmax(x[i]); out may be x."""
+def softmax(x: object, out: object, num_threads: int, stream: bool) -> None:
+    """out[i] = softmax(x[i]); out may be x. stream: write out with non-temporal stores (rows of ROW_BLOCK_BYTES or more only)."""
     ...
 
-def log_softmax(x: object, out: object, num_threads: int) -> None:
-    """out[i] = log_softmax(x[i]); out may be x."""
+def log_softmax(x: object, out: object, num_threads: int, stream: bool) -> None:
+    """out[i] = log_softmax(x[i]); out may be x. stream: write out with non-temporal stores (rows of ROW_BLOCK_BYTES or more only)."""
     ...
 
 def softmax_backward(dy: object, y: object, out: object, num_threads: int) -> None:

@@ -67,14 +67,19 @@ def logsumexp(x, out):
     _softmax.logsumexp(x, out, _threads_for(x.size))
 
 
+# Outputs of STREAM_MIN_BYTES or more are written past the caches (the
+# kernels' stream argument; see _config.STREAM_MIN_BYTES).
+
 def softmax(x, out):
     if x.size:
-        _softmax.softmax(x, out, _threads_for(x.size))
+        _softmax.softmax(x, out, _threads_for(x.size),
+                         x.nbytes >= _config.STREAM_MIN_BYTES)
 
 
 def log_softmax(x, out):
     if x.size:
-        _softmax.log_softmax(x, out, _threads_for(x.size))
+        _softmax.log_softmax(x, out, _threads_for(x.size),
+                             x.nbytes >= _config.STREAM_MIN_BYTES)
 
 
 def softmax_backward(dy, y, out):
@@ -97,7 +102,8 @@ def cross_entropy_index(logits, target, weight, ignore_index, label_smoothing,
         return 0.0
     return _cross_entropy.cross_entropy_index(
         logits, target, weight, ignore_index, label_smoothing, scale, loss, grad,
-        _config.EXACT_SUM_MAX_ROWS, _threads_for(logits.size))
+        _config.EXACT_SUM_MAX_ROWS, _threads_for(logits.size),
+        grad is not None and grad.nbytes >= _config.STREAM_MIN_BYTES)
 
 
 def cross_entropy_prob(logits, target, weight, label_smoothing, scale, loss,
@@ -117,4 +123,5 @@ def cross_entropy_index_fast(logits, target, ignore_index, label_smoothing, mean
                              want_grad):
     return _cross_entropy.cross_entropy_index_fast(
         logits, target, ignore_index, label_smoothing, mean, out, want_grad,
-        _config.EXACT_SUM_MAX_ROWS, _threads_for(logits.size))
+        _config.EXACT_SUM_MAX_ROWS, _threads_for(logits.size),
+        want_grad and logits.nbytes >= _config.STREAM_MIN_BYTES)
