@@ -32,7 +32,7 @@ def _training_targets(train):
     return checks
 
 
-def check_targets(cases, compiled, copy_bw, startup, import_s, train=None):
+def check_targets(cases, compiled, copy_bw, startup, import_s, train=None, linear_ce=None):
     """The targets: list of (target, met: bool or None, figure)."""
     checks = _training_targets(train) if train else []
 
@@ -103,6 +103,52 @@ def check_targets(cases, compiled, copy_bw, startup, import_s, train=None):
 
     checks += _startup_targets(startup, import_s)
     checks.append(_float64_target(cases, compiled))
+    checks += _linear_ce_targets(linear_ce or [], compiled)
+    return checks
+
+
+#: Issue 12's sizes (N, H, V) of the fused linear + cross-entropy head.
+LINEAR_CE_SIZES = ((1024, 1024, 32000), (4096, 512, 32000), (8192, 256, 50257))
+
+
+def _linear_ce_targets(lce, compiled):
+    """Issue 12's 'done means', float32, per size: with_grad <= 1.15x the three
+    bare GEMMs, >= 2x PyTorch's chunked path and faster than its reference
+    path, peak extra memory <= 64 MiB; the loss alone <= 1.1x one GEMM.
+    Ratios are the per-round medians of the run (fastdl's auto backend)."""
+    be = auto_backend("cross_entropy", compiled)
+    checks = []
+    for size in LINEAR_CE_SIZES:
+        s = size_label(size)
+        found = {c["op"]: c for c in lce if tuple(c["size"]) == size}
+        grad, loss = found.get("linear_cross_entropy_with_grad"), found.get("linear_cross_entropy")
+        name = f"fastdl-{be}"
+        wanted = [
+            (grad, f"linear_cross_entropy_with_grad {s}: ≤ 1.15× the three bare GEMMs",
+             f"{name}/GEMMs", lambda r: r <= 1.15),
+            (grad, f"linear_cross_entropy_with_grad {s}: ≥ 2× PyTorch's chunked path",
+             f"torch-chunked/{name}", lambda r: r >= 2),
+            (grad, f"linear_cross_entropy_with_grad {s}: faster than PyTorch's reference path",
+             f"torch/{name}", lambda r: r > 1),
+            (loss, f"linear_cross_entropy (loss only) {s}: ≤ 1.1× one GEMM",
+             f"{name}/GEMM", lambda r: r <= 1.1),
+        ]
+        for case, label, key, ok in wanted:
+            r = None if case is None or be is None else case["ratios"].get(key)
+            if r is None:
+                checks.append((label, None, "not measured (size not in this run)"))
+                continue
+            checks.append((label, ok(r[0]), f"{key} {r[0]:.2f}× (per round "
+                                            f"{r[1]:.2f}–{r[2]:.2f}×, {case['rounds']} rounds)"))
+        label = f"linear_cross_entropy_with_grad {s}: peak extra memory ≤ 64 MiB"
+        peak = None if grad is None else grad["tracemalloc"].get(name)
+        if peak is None:
+            checks.append((label, None, "not measured"))
+        else:
+            rss = grad["rss"].get(name)
+            checks.append((label, peak <= 64 << 20,
+                           f"{peak / (1 << 20):.1f} MiB (tracemalloc)"
+                           + ("" if rss is None else f"; RSS {rss / (1 << 20):.1f} MiB")))
     return checks
 
 

@@ -31,6 +31,7 @@ from .measure import (busy_warning, compiled_backends, copy_bandwidth, first_cal
 from .render import fastest_backends, fmt_time, size_label, summary_lines, write_markdown
 from .render import write_plot
 from .training import training_step_times
+from . import linear_ce
 
 
 def _parser():
@@ -59,6 +60,9 @@ def _parser():
     p.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     p.add_argument("--no-train", action="store_true",
                    help="leave out the training-step timing of the digits MLP")
+    p.add_argument("--no-linear-ce", action="store_true",
+                   help="leave out the fused linear + cross-entropy head (in the full mode "
+                        "its largest contenders take minutes)")
     return p
 
 
@@ -192,6 +196,9 @@ def run_report(argv=None) -> int:
                     bad = f"  WRONG: {', '.join(case['errors'])}" if case["errors"] else ""
                     log(f"{op} {size_label(size)} {np.dtype(dtype).name}: {summary}{bad}")
 
+        lce = [] if args.no_linear_ce else linear_ce.run_cases(
+            mode, compiled, torch, threads, log, memory=mode != "tiny")
+
         copy_probes.append(copy_bandwidth(threads, COPY_MIB[mode], repeats))
         copy_bw = max(copy_probes)
         log(f"copy bandwidth again {copy_probes[-1] / 1e9:.1f} GB/s; fractions use "
@@ -207,7 +214,7 @@ def run_report(argv=None) -> int:
         train = None if args.no_train else training_step_times(mode, torch, log)
         tpath = targets_path()
         checks = (None if tpath is None else _load_targets(tpath).check_targets(
-            cases, compiled, copy_bw, startup, import_s, train))
+            cases, compiled, copy_bw, startup, import_s, train, linear_ce=lce))
         opts = {"argv": list(argv if argv is not None else sys.argv[2:]), "mode": mode,
                 "repeats": repeats, "threads": threads}
         png = os.path.join(out, "results.png")
@@ -227,17 +234,19 @@ def run_report(argv=None) -> int:
                    "copy_bandwidth_probes_Bps": copy_probes,
                    "gemm_flops": gemm_peak, "cases": cases, "import_s": import_s,
                    "first_call": startup, "train_step_s": train, "targets": checks,
+                   "linear_ce": lce,
                    "warnings": [warning] if warning else []}
         with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as fh:
             json.dump(results, fh, indent=1)
         md = os.path.join(out, "RESULTS.md")
         write_markdown(md, results, opts, compiled, fastest_backends(cases, compiled))
+        linear_ce.insert_markdown(md, linear_ce.markdown(lce, threads, compiled))
         if warning:
             print(f"fastdl bench: warning: {warning}", file=sys.stderr, flush=True)
         print("\n".join(summary_lines(results, opts, compiled, md)), flush=True)
     finally:
         if limiter is not None:
             limiter.restore_original_limits()
-    if any(c["errors"] for c in cases):
+    if any(c["errors"] for c in cases + lce):
         return 1
     return 0 if compiled else 1
