@@ -66,9 +66,15 @@ FORWARD_ROWS = 1024
 FORWARD_BLOCK_BYTES = 4 << 20
 FORWARD_MIN_COLUMNS = 256
 
-#: Whether the GEMMs run on a team of threads calling single-threaded BLAS
-#: (see :func:`_gemm_team`); False leaves each GEMM to BLAS's own threads.
+#: Whether the gradient path's GEMMs run on a team of threads calling
+#: single-threaded BLAS (see :func:`_gemm_team`), for H >= GEMM_TEAM_MIN_H;
+#: otherwise (and in the loss-only path, which has no dx GEMM) each GEMM runs
+#: on BLAS's own threads.  Measured here under load: the team's dx GEMM
+#: 239 ms against BLAS's 592 ms at H = 1024 (a 512-row chunk, V = 32000),
+#: 200 against 820 at H = 512, but 120 against 111 at H = 256, where its
+#: logits and dW GEMMs also lose 10-15%.
 GEMM_TEAM = True
+GEMM_TEAM_MIN_H = 512
 
 #: The gradient path's softcap / z-loss row work runs in sub-blocks of rows
 #: of about this many bytes, so its extra passes hit cache, not memory.
@@ -261,13 +267,13 @@ class _Team:
 
 
 @contextlib.contextmanager
-def _gemm_team():
+def _gemm_team(wanted=True):
     """A :class:`_Team` as wide as NumPy's OpenBLAS threads, BLAS single-threaded
     meanwhile (restored when the last concurrent call leaves); a team of one
-    (BLAS's own threads) when its thread count cannot be set."""
+    (BLAS's own threads) when not ``wanted`` or its thread count cannot be set."""
     global _team_users, _team_blas_threads, _pool
     fns = _load_blas_threads()
-    if not fns or not GEMM_TEAM:
+    if not fns or not GEMM_TEAM or not wanted:
         yield _Team(1, None)
         return
     get, set_ = fns
@@ -581,10 +587,11 @@ def _equal_parts(total, most):
 
 def _forward(a, backend):
     """The loss, as :func:`linear_cross_entropy` returns it."""
-    with _gemm_team() as team:
-        if a.kind == "index":
-            return _forward_blocked(a, team, backend)
-        return _forward_rows(a, team, backend)
+    # No dx GEMM here: the logits GEMMs (K = H) run on BLAS's own threads.
+    team = _Team(1, None)
+    if a.kind == "index":
+        return _forward_blocked(a, team, backend)
+    return _forward_rows(a, team, backend)
 
 
 def _forward_blocks(a):
@@ -743,7 +750,7 @@ class _Side:
 
 def _grads(a, want_loss, backend):
     """(loss or None, dx, dW, db): the chunk loop of the gradient functions."""
-    with _gemm_team() as team:
+    with _gemm_team(a.W.shape[1] >= GEMM_TEAM_MIN_H) as team:
         return _grads_on(a, want_loss, team, backend)
 
 
@@ -978,10 +985,13 @@ _DOC_OPTIONS = """    b : ndarray, shape (V,), optional
         Soft-caps the logits first, ``softcap * tanh(logits / softcap)``
         (Gemma 2); every other term sees the capped logits.
     chunk_size : int, optional
-        Rows per chunk.  Default: as many as fit ``max_memory``.
+        Rows per chunk.  Default: as many as fit ``max_memory`` (the
+        gradient functions, and the loss of probability targets); for the
+        loss of class indices, the rows of a logits block (default 1024).
     max_memory : int, optional
         Budget in bytes for the chunk scratch (default 64 MiB, and at least
-        256 rows when the batch has them); at least one row is always
+        256 rows when the batch has them; the loss of class indices uses
+        blocks of at most 4 MiB within it); at least one row is always
         taken.  Give ``chunk_size`` or ``max_memory``, not both."""
 
 _DOC_BACKEND = """    backend : str, optional
