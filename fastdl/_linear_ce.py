@@ -61,20 +61,25 @@ _ROW_OVERHEAD = 64
 #: The loss-only path (class-index targets) makes the logits in blocks of
 #: FORWARD_ROWS rows by as many vocabulary columns as fit FORWARD_BLOCK_BYTES
 #: (at least FORWARD_MIN_COLUMNS), and reduces each block while it is in
-#: cache; many rows per block keep W's passes few (one per row block).
-FORWARD_ROWS = 1024
-FORWARD_BLOCK_BYTES = 4 << 20
+#: cache; many rows per block keep W's passes few (one per row block), and
+#: few blocks keep the GEMM calls few.  Measured here (2 threads, load ~6,
+#: 4 rounds): 8192x256x50257 took 2.54 s in 2048 x 16 MiB blocks, 2.71 s in
+#: 2048 x 8 MiB, 3.84 s in 1024 x 4 MiB, 7.5 s in 512 x 2 MiB (one GEMM:
+#: 2.00 s); 1024x1024x32000: 0.73, 0.76, 0.76, 1.83 s (one GEMM: 0.57 s).
+FORWARD_ROWS = 2048
+FORWARD_BLOCK_BYTES = 16 << 20
 FORWARD_MIN_COLUMNS = 256
 
-#: Whether the gradient path's GEMMs run on a team of threads calling
-#: single-threaded BLAS (see :func:`_gemm_team`), for H >= GEMM_TEAM_MIN_H;
-#: otherwise (and in the loss-only path, which has no dx GEMM) each GEMM runs
-#: on BLAS's own threads.  Measured here under load: the team's dx GEMM
-#: 239 ms against BLAS's 592 ms at H = 1024 (a 512-row chunk, V = 32000),
-#: 200 against 820 at H = 512, but 120 against 111 at H = 256, where its
-#: logits and dW GEMMs also lose 10-15%.
+#: Whether the GEMMs run on a team of threads calling single-threaded BLAS
+#: (see :func:`_gemm_team`); False leaves each GEMM to BLAS's own threads.
+#: Measured here end to end (2 threads, load ~6, 8-18 interleaved rounds):
+#: with_grad 1024x1024x32000 2.61 s on the team against 4.01 s on BLAS's
+#: threads (the three bare GEMMs: 2.73 s), 8192x256x50257 10.2 against
+#: 12.4 s (8.3 s); the loss alone 0.81 against 0.99 s (one GEMM 0.75 s) and
+#: 2.83 against 3.54 s (2.57 s).  Single GEMMs timed alone lose 8-17% on
+#: the team at H = 256, but in the chunk loop BLAS's threads also spin
+#: after each GEMM while the row kernels run.
 GEMM_TEAM = True
-GEMM_TEAM_MIN_H = 512
 
 #: The gradient path's softcap / z-loss row work runs in sub-blocks of rows
 #: of about this many bytes, so its extra passes hit cache, not memory.
@@ -267,13 +272,13 @@ class _Team:
 
 
 @contextlib.contextmanager
-def _gemm_team(wanted=True):
+def _gemm_team():
     """A :class:`_Team` as wide as NumPy's OpenBLAS threads, BLAS single-threaded
     meanwhile (restored when the last concurrent call leaves); a team of one
-    (BLAS's own threads) when not ``wanted`` or its thread count cannot be set."""
+    (BLAS's own threads) when its thread count cannot be set."""
     global _team_users, _team_blas_threads, _pool
     fns = _load_blas_threads()
-    if not fns or not GEMM_TEAM or not wanted:
+    if not fns or not GEMM_TEAM:
         yield _Team(1, None)
         return
     get, set_ = fns
@@ -587,11 +592,10 @@ def _equal_parts(total, most):
 
 def _forward(a, backend):
     """The loss, as :func:`linear_cross_entropy` returns it."""
-    # No dx GEMM here: the logits GEMMs (K = H) run on BLAS's own threads.
-    team = _Team(1, None)
-    if a.kind == "index":
-        return _forward_blocked(a, team, backend)
-    return _forward_rows(a, team, backend)
+    with _gemm_team() as team:
+        if a.kind == "index":
+            return _forward_blocked(a, team, backend)
+        return _forward_rows(a, team, backend)
 
 
 def _forward_blocks(a):
@@ -750,7 +754,7 @@ class _Side:
 
 def _grads(a, want_loss, backend):
     """(loss or None, dx, dW, db): the chunk loop of the gradient functions."""
-    with _gemm_team(a.W.shape[1] >= GEMM_TEAM_MIN_H) as team:
+    with _gemm_team() as team:
         return _grads_on(a, want_loss, team, backend)
 
 
@@ -987,11 +991,11 @@ _DOC_OPTIONS = """    b : ndarray, shape (V,), optional
     chunk_size : int, optional
         Rows per chunk.  Default: as many as fit ``max_memory`` (the
         gradient functions, and the loss of probability targets); for the
-        loss of class indices, the rows of a logits block (default 1024).
+        loss of class indices, the rows of a logits block (default 2048).
     max_memory : int, optional
         Budget in bytes for the chunk scratch (default 64 MiB, and at least
         256 rows when the batch has them; the loss of class indices uses
-        blocks of at most 4 MiB within it); at least one row is always
+        blocks of at most 16 MiB within it); at least one row is always
         taken.  Give ``chunk_size`` or ``max_memory``, not both."""
 
 _DOC_BACKEND = """    backend : str, optional
@@ -1010,8 +1014,8 @@ _NOTES_THREADS = """    Threads: while the call runs, NumPy's OpenBLAS is set to
 
 _NOTES_LOSS = """    Rows whose target is ``ignore_index`` are dropped first (the others
     are gathered block by block).  Class-index targets: the logits are
-    made in blocks of ``r`` rows by ``c`` classes (1024 x 1024 float32 by
-    default, in cache) by one GEMM each, bias included (BLAS's C operand);
+    made in blocks of ``r`` rows by ``c`` classes (2048 x 2048 float32 by
+    default, 16 MiB) by one GEMM each, bias included (BLAS's C operand);
     each block is reduced at once to its rows' logsumexp
     (:func:`fastdl.logsumexp`), merged over the vocabulary in float64
     (``logaddexp``), plus the target's logit and, with label smoothing,
@@ -1028,7 +1032,7 @@ _NOTES_LOSS = """    Rows whose target is ``ignore_index`` are dropped first (th
     once), then :func:`fastdl.tanh` and a multiply by ``softcap`` on the
     block; ``z_loss``: the rows' ``lse``, which the loss needs anyway.
 
-    Memory: one block (4 MiB by default, at most ``max_memory``; whole
+    Memory: one block (16 MiB by default, at most ``max_memory``; whole
     rows of ``chunk_size`` or as many as fit for probability targets)
     plus O(r·H) for gathered rows and O(N) per-row scalars, whatever N is:
     the (N, V) logits never exist.  A non-C-contiguous ``W`` is copied

@@ -265,12 +265,10 @@ def test_chunkings_agree(chunk, backend):
 def small_blocks(monkeypatch):
     """The loss-only path in blocks of 7 classes (float64; 14 for float32) of
     the 50, and the gradient path's softcap / z-loss row work in sub-blocks
-    of 3 rows (6), so that both split with remainders at chunk_size=8; the
-    gradient path's GEMMs on the team of threads."""
+    of 3 rows (6), so that both split with remainders at chunk_size=8."""
     monkeypatch.setattr(L, "FORWARD_BLOCK_BYTES", 8 * 7 * 8)
     monkeypatch.setattr(L, "FORWARD_MIN_COLUMNS", 1)
     monkeypatch.setattr(L, "ROW_BLOCK_BYTES", 3 * V * 8)
-    monkeypatch.setattr(L, "GEMM_TEAM_MIN_H", 1)  # and the GEMMs on the team (H = 16)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
@@ -694,25 +692,25 @@ def test_gemm_team_sets_blas_to_one_thread_and_restores_it(monkeypatch):
         return real(*args)
 
     monkeypatch.setattr(L, "_gemm", spy)
-    monkeypatch.setattr(L, "GEMM_TEAM_MIN_H", H)  # H = 16: a team from here on
     with threadpoolctl.threadpool_limits(2, user_api="blas"):
         before = get()
         exp = reference(x, W, target, b=b, **kw)
-        got = linear_cross_entropy_with_grad(x, W, target, b=b, chunk_size=8, **kw)
-        for g, e in zip(got, exp):
-            close(g, e, np.float32)
-        assert get() == before == 2
-        assert {n for _, n in seen} >= {threading.current_thread().name}
-        assert any(n.startswith("fastdl-gemm") for _, n in seen)  # the team's thread
-        assert {t for t, _ in seen} == {1}  # every GEMM on single-threaded BLAS
-        # the loss alone, and a narrower H, leave the GEMMs to BLAS's threads
+        for fn in (linear_cross_entropy, linear_cross_entropy_with_grad):
+            seen.clear()
+            got = fn(x, W, target, b=b, chunk_size=8, **kw)
+            for g, e in zip(got if isinstance(got, tuple) else (got,), exp):
+                close(g, e, np.float32)
+            assert get() == before == 2
+            assert {n for _, n in seen} >= {threading.current_thread().name}
+            assert any(n.startswith("fastdl-gemm") for _, n in seen)  # the team's thread
+            assert {t for t, _ in seen} == {1}  # every GEMM on single-threaded BLAS
+        # GEMM_TEAM = False leaves the GEMMs to BLAS's threads
         seen.clear()
-        close(linear_cross_entropy(x, W, target, b=b, chunk_size=8, **kw), exp[0], np.float32)
-        monkeypatch.setattr(L, "GEMM_TEAM_MIN_H", H + 1)
+        monkeypatch.setattr(L, "GEMM_TEAM", False)
         linear_cross_entropy_with_grad(x, W, target, b=b, chunk_size=8, **kw)
         assert {t for t, _ in seen} == {2}
         assert {n for _, n in seen} == {threading.current_thread().name}
-        monkeypatch.setattr(L, "GEMM_TEAM_MIN_H", H)
+        monkeypatch.setattr(L, "GEMM_TEAM", True)
         # an error inside a call restores the thread count too
         with pytest.raises(ValueError):
             linear_cross_entropy_with_grad(x, W, target, b=b, out=(np.empty(3), None, None))
@@ -730,7 +728,6 @@ def test_gemm_team_sets_blas_to_one_thread_and_restores_it(monkeypatch):
 
 @pytest.mark.parametrize("case", ["plain", "ignore-weight-bias", "z-softcap-all", "prob"])
 def test_without_gemm_team_agrees(case, monkeypatch):
-    monkeypatch.setattr(L, "GEMM_TEAM_MIN_H", 1)
     x, W, b, target, kw = case_arrays(case, np.dtype(np.float64))
     opts = dict(b=b, chunk_size=8, **kw)
     team = (linear_cross_entropy(x, W, target, **opts),
@@ -743,8 +740,7 @@ def test_without_gemm_team_agrees(case, monkeypatch):
             close(t, s, np.float64)
 
 
-def test_concurrent_calls_agree_and_restore_blas_threads(monkeypatch):
-    monkeypatch.setattr(L, "GEMM_TEAM_MIN_H", 1)
+def test_concurrent_calls_agree_and_restore_blas_threads():
     get, _ = _blas_threads()
     before = get()
     x, W, b, target, kw = case_arrays("ignore-weight-bias", np.dtype(np.float32), n=300,
