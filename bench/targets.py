@@ -101,9 +101,44 @@ def check_targets(cases, compiled, copy_bw, startup, import_s, train=None, linea
                            f"{be} (auto) {r:.2f}× ({fmt_time(c['times'][be])} vs "
                            f"{fmt_time(c['times'][floor])})"))
 
+    checks += _small_call_targets(get, ratio_check, copy_bw, compiled)
     checks += _startup_targets(startup, import_s)
     checks.append(_float64_target(cases, compiled))
     checks += _linear_ce_targets(linear_ce or [], compiled)
+    return checks
+
+
+def _small_call_targets(get, ratio_check, copy_bw, compiled):
+    """Issue 14's 'done means': the latency size at least as fast as PyTorch
+    by a margin, rows beyond the caches at 80% of copy bandwidth, the small
+    affine layer near PyTorch's and every affine call near its bare GEMM.
+    ``ratio_check`` appends to the list the caller returns."""
+    checks = []
+    for op in ("softmax", "log_softmax", "logsumexp"):
+        ratio_check(f"{op} 64x10: ≥ 1.5× PyTorch", op, (64, 10), "torch", 1.5)
+    ratio_check("cross_entropy_with_grad 64x10: ≥ 15× PyTorch", "cross_entropy_with_grad",
+                (64, 10), "torch", 15)
+    for op in ("softmax", "log_softmax", "cross_entropy_with_grad"):
+        c = get(op, (1024, 32000))
+        be = auto_backend(op, compiled)
+        label = f"{op} 1024x32000: ≥ 80% of copy bandwidth"
+        if c is None or be is None or be not in c["times"]:
+            checks.append((label, None, "not measured"))
+            continue
+        frac = c["bytes"] / c["times"][be] / copy_bw
+        checks.append((label, frac >= 0.8, f"{be} (auto) {frac:.0%}"))
+    ratio_check("affine_forward 64x784x128: ≥ 0.9× PyTorch", "affine_forward",
+                (64, 784, 128), "torch", 0.9)
+    for size in ((64, 784, 128), (256, 1024, 1024), (2048, 1024, 1024)):
+        c = get("affine_forward", size)
+        be = auto_backend("affine_forward", compiled)
+        label = f"affine_forward {size_label(size)}: ≤ 1.05× the bare GEMM"
+        if c is None or be is None or be not in c["times"]:
+            checks.append((label, None, "not measured"))
+            continue
+        r = ratio(c["times"][be], c["times"].get(c["floors"][0]))
+        checks.append((label, None if r is None else r <= 1.05,
+                       "—" if r is None else f"{be} (auto) {r:.2f}×"))
     return checks
 
 

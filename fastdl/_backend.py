@@ -28,8 +28,9 @@ FAMILIES = {family: (suffix, family_kernels(family)) for family, suffix in FAMIL
 
 _loaded: dict = {}
 _unavailable: dict = {}
-#: resolve()'s answers, keyed by (backend name, op, family).  Only successes
-#: are stored, and a loaded module never changes, so entries never go stale.
+#: resolve()'s answers: family -> op -> backend name -> module (nested
+#: dicts: no key tuple to build and hash on every call).  Only successes are
+#: stored, and a loaded module never changes, so entries never go stale.
 _resolved: dict = {}
 _lock = threading.Lock()
 
@@ -196,12 +197,12 @@ def resolve(op, backend=None, family="core"):
     """
     name = (_local.name or _default) if backend is None else backend
     try:
-        return _resolved[name, op, family]
+        return _resolved[family][op][name]
     except (KeyError, TypeError):  # TypeError: an unhashable backend= argument
         pass
     mod = _resolve_uncached(name, op, family)
     if isinstance(name, str):
-        _resolved[name, op, family] = mod
+        _resolved.setdefault(family, {}).setdefault(op, {})[name] = mod
     return mod
 
 

@@ -586,8 +586,9 @@ class _CEArgs:
     """Validated cross-entropy arguments, shaped for the kernels.
 
     Made by :func:`_ce_args`, the one validator; the public functions then
-    run one kernel call on them (:func:`_ce_run`).  ``valid`` is the mask of the class-index rows that count, or None when
-    every row does (and for probability targets).
+    run one kernel call on them (:func:`_ce_run`).  ``valid`` is the mask
+    of the class-index rows that count, or None when every row does (and
+    for probability targets).
     """
 
     __slots__ = ("logits", "target", "weight", "kind", "squeeze", "dtype", "n",

@@ -278,6 +278,18 @@ def test_whole_call_equals_the_general_route(backend, dtype, rng):
                 general_loss = fastdl.cross_entropy(np.asfortranarray(x), t,
                                                     backend=backend, **kw)
             assert type(fast[0]) is type(general[0]) is type(fast_loss) is dtype
+            if backend == "numba":
+                # Numba's exp-sum loop stores each term into the gradient:
+                # LLVM vectorises it only when a run-time check finds the
+                # gradient far enough from the logits, so a tiny row's sum
+                # order (and its last bit) can follow where the heap put
+                # the two buffers.  The same values to a few ulps.
+                ulps = 4 * np.finfo(dtype).eps
+                np.testing.assert_allclose(fast[0], general[0], rtol=ulps, atol=0)
+                np.testing.assert_allclose(fast_loss, general_loss, rtol=ulps, atol=0)
+                np.testing.assert_allclose(fast[1], general[1], rtol=ulps, atol=ulps,
+                                           equal_nan=True)
+                continue
             np.testing.assert_array_equal(fast[0], general[0])
             np.testing.assert_array_equal(fast_loss, general_loss)
             np.testing.assert_array_equal(fast[1], general[1])
