@@ -527,9 +527,10 @@ FASTDL_DEFINE_MAP_LOOPS(avx512, FASTDL_ATTRS_AVX512)
 FASTDL_DEFINE_MAP_LOOPS(avx2, FASTDL_ATTRS_AVX2)
 /* The fused C loops compiled for AVX2 are not dispatched to: they are the
  * reference the swept accuracy figures and tests/c/simd_copies.c hold the
- * AVX2 and AVX-512F intrinsics copies to. */
-FASTDL_DEFINE_LOOPS(fused_c, FASTDL_ATTRS_AVX2, fastdl_expf_fused,
-                    fastdl_exp_fused)
+ * AVX2 and AVX-512F intrinsics copies to (hence unused in the modules,
+ * which would otherwise warn once per loop and module). */
+FASTDL_DEFINE_LOOPS(fused_c, FASTDL_ATTRS_AVX2 __attribute__((unused)),
+                    fastdl_expf_fused, fastdl_exp_fused)
 
 /* fastdl_expf_fused / fastdl_exp_fused on one vector of W = 256 (AVX2)
  * or 512 (AVX-512F) bits: the same operations lane by lane, max/min for the
