@@ -26,20 +26,48 @@ def fake_load(monkeypatch):
     return seen
 
 
+def _age_last_reading():
+    """Make the last reading a period old, so the next call takes a new one."""
+    _load.last = (_load.last[0] - _load.PERIOD, *_load.last[1:])
+
+
+def _two_readings(fake_load, others):
+    """threads_for(BIG) after two readings in a row that see ``others``."""
+    fake_load["others"] = others
+    _config.threads_for(BIG)
+    _age_last_reading()
+    return _config.threads_for(BIG)
+
+
 def test_threads_are_capped_by_free_cores(fake_load, monkeypatch):
     assert _config.threads_for(BIG) == 4
     for others, expected in ((1, 3), (3, 1), (9, 1), (0, 4)):
-        fake_load["others"] = others
-        monkeypatch.setattr(_load, "last", None)  # a fresh reading
-        assert _config.threads_for(BIG) == expected, others
+        _age_last_reading()
+        assert _two_readings(fake_load, others) == expected, others
     assert _config.threads_for(BIG - 1) == 1  # small work stays serial whatever the load
 
 
-def test_a_reading_is_reused_for_a_period(fake_load):
+def test_one_reading_alone_does_not_cap(fake_load):
+    # Two readings in a row must see the other threads: one instant's
+    # miscount (a thread changing state between the two files) is ignored.
     assert _config.threads_for(BIG) == 4
     fake_load["others"] = 3
+    _age_last_reading()
+    assert _config.threads_for(BIG) == 4  # the first reading to see them
+    _age_last_reading()
+    assert _config.threads_for(BIG) == 1  # the second: load that lasts
+    fake_load["others"] = 0
+    _age_last_reading()
+    assert _config.threads_for(BIG) == 4  # gone: uncapped at once
+
+
+def test_a_reading_is_reused_for_a_period(fake_load):
+    assert _two_readings(fake_load, 0) == 4
+    fake_load["others"] = 3
     assert _config.threads_for(BIG) == 4  # the last reading is still fresh
-    _load.last = (time.monotonic() - _load.PERIOD, _load.last[1])
+    _age_last_reading()
+    _config.threads_for(BIG)
+    _age_last_reading()
     assert _config.threads_for(BIG) == 1
 
 
