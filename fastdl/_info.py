@@ -78,7 +78,20 @@ def _cython_info(cy) -> dict[str, str]:
         "cython openmp": openmp,
         "cython flags": flags,
         "exp simd copy": _simd_in_use(b.SIMD_CLONES),
+        "cython loops isa": _loops_isa(),
     }
+
+
+def _loops_isa() -> str:
+    """Which build of the elementwise and optimizer modules is loaded."""
+    try:
+        from .backends.cython import elementwise, optim
+    except ImportError as exc:
+        return f"not loaded ({exc})"
+    isas = {elementwise._cy.ISA, optim._cy.ISA}
+    note = " (FASTDL_CYTHON_ISA=baseline)" if os.environ.get(
+        "FASTDL_CYTHON_ISA", "").strip().lower() == "baseline" else ""
+    return ", ".join(sorted(isas)) + note
 
 
 def _simd_in_use(clones) -> str:
@@ -167,7 +180,8 @@ def show_config(file=None) -> None:
     available backends and why any is unavailable; how the Cython kernels
     were built (Cython version, compile flags, OpenMP or serial) and which
     SIMD copy of the exp loops this CPU runs (``avx512f``/``avx2+fma``/
-    ``default``); threads and the parallel threshold; Numba's version,
+    ``default``) and which build of the pointwise and optimizer loops
+    (``avx2`` or ``baseline``, see ``FASTDL_CYTHON_ISA``); threads and the parallel threshold; Numba's version,
     threading layer and where it caches fastdl's kernels; BLAS libraries and
     their threads (with threadpoolctl).  ``python -m fastdl info`` prints
     the same.

@@ -20,6 +20,34 @@ cdef extern from *:
     """
     int FASTDL_HAVE_OPENMP
 
+cdef extern from *:
+    """
+    /* Whether this CPU (and the OS, which must save the wider registers)
+       runs AVX2 and FMA code: GCC's and clang's CPUID check, 0 elsewhere.
+       And whether this module was compiled for them (setup.py's ISA_FLAGS,
+       or -march flags in CFLAGS). */
+    #if defined(__GNUC__) || defined(__clang__)
+    #define FASTDL_MAYBE_UNUSED __attribute__((unused))
+    #else
+    #define FASTDL_MAYBE_UNUSED
+    #endif
+    static FASTDL_MAYBE_UNUSED int fastdl_cpu_has_avx2_fma(void) {
+    #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    #else
+        return 0;
+    #endif
+    }
+    #if defined(__AVX2__) && defined(__FMA__)
+    #define FASTDL_BUILT_FOR_AVX2 1
+    #else
+    #define FASTDL_BUILT_FOR_AVX2 0
+    #endif
+    """
+    int fastdl_cpu_has_avx2_fma() noexcept nogil
+    int FASTDL_BUILT_FOR_AVX2
+
 # Number of independent partial sums a row reduction keeps.  Without
 # -ffast-math, gcc may not reorder `s += a[j]` (FP addition is not
 # associative), so a single accumulator is a serial chain of dependent adds.

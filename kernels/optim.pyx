@@ -12,9 +12,12 @@ from cython.parallel cimport prange
 from cython cimport floating
 from libc.math cimport sqrt, sqrtf
 
-from _common cimport FASTDL_HAVE_OPENMP
+from _common cimport FASTDL_BUILT_FOR_AVX2, FASTDL_HAVE_OPENMP, fastdl_cpu_has_avx2_fma
 
 HAVE_OPENMP = bool(FASTDL_HAVE_OPENMP)
+# See fastdl/backends/cython/_select.py: which build of this module to load.
+BUILT_FOR_AVX2 = bool(FASTDL_BUILT_FOR_AVX2)
+CPU_HAS_AVX2_FMA = bool(fastdl_cpu_has_avx2_fma())
 
 
 cdef inline floating _sqrt(floating x) noexcept nogil:

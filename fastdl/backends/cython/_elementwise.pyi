@@ -18,6 +18,10 @@ _F = TypeVar("_F", np.float32, np.float64)
 
 #: Whether the module was compiled with OpenMP (else its kernels run serially).
 HAVE_OPENMP: bool
+#: Whether the module was compiled for AVX2 and FMA (its ``_avx2`` builds).
+BUILT_FOR_AVX2: bool
+#: Whether this CPU runs AVX2 and FMA code.
+CPU_HAS_AVX2_FMA: bool
 
 def sigmoid(x: NDArray[_F], o0: float, o1: float, out: NDArray[_F], num_threads: int) -> None:
     """out = sigmoid(x), o0 and o1 the options."""

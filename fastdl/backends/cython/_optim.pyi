@@ -16,6 +16,10 @@ _F = TypeVar("_F", np.float32, np.float64)
 
 #: Whether the module was compiled with OpenMP (else its kernels run serially).
 HAVE_OPENMP: bool
+#: Whether the module was compiled for AVX2 and FMA (its ``_avx2`` builds).
+BUILT_FOR_AVX2: bool
+#: Whether this CPU runs AVX2 and FMA code.
+CPU_HAS_AVX2_FMA: bool
 
 def sgd_step(w: NDArray[_F], g: NDArray[_F], buf: NDArray[_F], has_buf: bool, lr: float, momentum: float, nesterov: bool, weight_decay: float, first: bool, num_threads: int) -> None: ...
 

@@ -11,6 +11,11 @@ specialisation by the dtype the caller passes.  Measured on a 4-element
 two-array kernel: 1.61 us through the fused OpenMP function, 0.52 us
 through the serial float32 specialisation.
 
+The pointwise and optimizer modules also come built for AVX2 + FMA
+(``_<stem>_avx2``, ``_<stem>_serial_avx2``: setup.py's ``ISA_STEMS``), with
+the same bits; :class:`Module` loads those where the CPU runs them
+(``FASTDL_CYTHON_ISA`` overrides, see :func:`isa_choice`).
+
 Importing a module whose builds are missing raises ImportError, which the
 backend registry reports as "backend unavailable".
 """
@@ -18,6 +23,7 @@ backend registry reports as "backend unavailable".
 from __future__ import annotations
 
 import importlib
+import os
 
 import numpy as np
 
@@ -57,12 +63,52 @@ class Kernel:
         return f"Kernel({self.name!r})"
 
 
+#: The instruction sets a module may be built for beyond the portable
+#: baseline (setup.py's ISA_FLAGS), best first.
+ISAS = ("avx2",)
+
+
+def isa_choice():
+    """``FASTDL_CYTHON_ISA``: "auto" (default: the best build this CPU runs),
+    "baseline" (the portable builds) or an entry of :data:`ISAS` (that build,
+    or ImportError when it is missing or this CPU cannot run it)."""
+    choice = os.environ.get("FASTDL_CYTHON_ISA", "auto").strip().lower() or "auto"
+    if choice not in ("auto", "baseline") + ISAS:
+        raise ImportError(f"FASTDL_CYTHON_ISA={choice!r}: expected auto, baseline or "
+                          f"one of {', '.join(ISAS)}")
+    return choice
+
+
 class Module:
-    """Both builds of ``kernels/<stem>.pyx``; attributes are :class:`Kernel` objects."""
+    """Both builds of ``kernels/<stem>.pyx``; attributes are :class:`Kernel` objects.
+
+    Where setup.py also built the module for AVX2 + FMA (``_<stem>_avx2``
+    and ``_<stem>_serial_avx2``, the same source and the same bits) and the
+    CPU runs it, those builds are loaded instead, unless
+    ``FASTDL_CYTHON_ISA=baseline`` (see :func:`isa_choice`).  ``ISA`` says
+    which: "avx2" or "baseline".
+    """
 
     def __init__(self, stem):
-        self.parallel = importlib.import_module(f"fastdl.backends.cython._{stem}")
-        self.serial = importlib.import_module(f"fastdl.backends.cython._{stem}_serial")
+        base = f"fastdl.backends.cython._{stem}"
+        self.parallel = importlib.import_module(base)
+        self.serial = importlib.import_module(f"{base}_serial")
+        self.ISA = "baseline"
+        choice = isa_choice()
+        # Only the modules of setup.py's ISA_STEMS say whether the CPU runs AVX2.
+        if choice != "baseline" and hasattr(self.parallel, "CPU_HAS_AVX2_FMA"):
+            if self.parallel.CPU_HAS_AVX2_FMA:
+                try:
+                    parallel = importlib.import_module(f"{base}_avx2")
+                    serial = importlib.import_module(f"{base}_serial_avx2")
+                except ImportError:
+                    if choice == "avx2":
+                        raise
+                else:
+                    self.parallel, self.serial, self.ISA = parallel, serial, "avx2"
+            elif choice == "avx2":
+                raise ImportError(f"FASTDL_CYTHON_ISA=avx2, but this CPU does not run "
+                                  f"AVX2 and FMA code ({base})")
         #: Whether the parallel build has OpenMP (else both run serially).
         self.HAVE_OPENMP = bool(self.parallel.HAVE_OPENMP)
 
