@@ -88,12 +88,17 @@ def _apply(op, named, options, out, backend):
     return out
 
 
-_FORWARD_DOC = """{summary}
+# ---------------------------------------------------------------------------
+# sigmoid family
+# ---------------------------------------------------------------------------
+
+def sigmoid(x, *, out=None, backend=None):
+    """Logistic sigmoid ``1 / (1 + exp(-x))``, overflow-free.
 
     Parameters
     ----------
     x : ndarray
-        Any shape, float32 or float64.{options}
+        Any shape, float32 or float64.
     out : ndarray, optional
         Buffer of x's shape and dtype; ``out=x`` computes in place.
     backend : str, optional
@@ -102,33 +107,39 @@ _FORWARD_DOC = """{summary}
     Returns
     -------
     y : ndarray, shape of x
-        {formula}
+        ``sigma(x)``, in [0, 1].
 
     Raises
     ------
     TypeError
         Unsupported dtype, or a wrong ``out`` dtype.
     ValueError
-        A wrong ``out`` shape{option_errors}.
+        A wrong ``out`` shape.
 
     Notes
     -----
-    {notes}
+    For x >= 0 the kernel uses ``1 / (1 + exp(-x))``, for x < 0 the equal
+    ``exp(x) / (1 + exp(x))``: exp's argument is never positive, so no finite
+    input gives NaN (``sigmoid(-1000.) == 0``, ``sigmoid(1000.) == 1``).
 
     Examples
     --------
     >>> import numpy as np, fastdl
-{examples}
-"""
+    >>> fastdl.sigmoid(np.array([-1000., 0., 1000.]))
+    array([0. , 0.5, 1. ])
+    """
+    return _apply("sigmoid", [("x", x)], (), out, backend)
 
-_BACKWARD_DOC = """Gradient of :func:`{name}` with respect to its input.
+
+def sigmoid_backward(dy, x, *, out=None, backend=None):
+    """Gradient of :func:`sigmoid` with respect to its input.
 
     Parameters
     ----------
     dy : ndarray
-        Gradient of the loss with respect to ``{name}(x)``.
+        Gradient of the loss with respect to ``sigmoid(x)``.
     x : ndarray, shape of dy
-        The forward input (not the output).{options}
+        The forward input (not the output).
     out : ndarray, optional
         Buffer of dy's shape and dtype; may be ``dy`` or ``x``.
     backend : str, optional
@@ -137,86 +148,180 @@ _BACKWARD_DOC = """Gradient of :func:`{name}` with respect to its input.
     Returns
     -------
     dx : ndarray, shape of x
-        {formula}
+        ``dy * sigma(x) * sigma(-x)`` (``1 - sigma(x)`` formed without cancellation).
 
     Raises
     ------
     TypeError
         Unsupported or mixed dtypes, or a wrong ``out`` dtype.
     ValueError
-        Shapes of ``dy`` and ``x`` differ, or a wrong ``out`` shape{option_errors}.
+        Shapes of ``dy`` and ``x`` differ, or a wrong ``out`` shape.
 
     Examples
     --------
     >>> import numpy as np, fastdl
-{examples}
-"""
-
-
-def _doc(template, **fields):
-    fields.setdefault("options", "")
-    fields.setdefault("option_errors", "")
-    return template.format(**fields)
-
-
-# ---------------------------------------------------------------------------
-# sigmoid family
-# ---------------------------------------------------------------------------
-
-def sigmoid(x, *, out=None, backend=None):
-    return _apply("sigmoid", [("x", x)], (), out, backend)
-
-
-def sigmoid_backward(dy, x, *, out=None, backend=None):
+    >>> fastdl.sigmoid_backward(np.array([1.]), np.array([0.]))
+    array([0.25])
+    """
     return _apply("sigmoid_backward", [("dy", dy), ("x", x)], (), out, backend)
 
 
-sigmoid.__doc__ = _doc(
-    _FORWARD_DOC,
-    summary="Logistic sigmoid ``1 / (1 + exp(-x))``, overflow-free.",
-    formula="``sigma(x)``, in [0, 1].",
-    notes="For x >= 0 the kernel uses ``1 / (1 + exp(-x))``, for x < 0 the equal\n"
-          "    ``exp(x) / (1 + exp(x))``: exp's argument is never positive, so no finite\n"
-          "    input gives NaN (``sigmoid(-1000.) == 0``, ``sigmoid(1000.) == 1``).",
-    examples="    >>> fastdl.sigmoid(np.array([-1000., 0., 1000.]))\n    array([0. , 0.5, 1. ])",
-)
-sigmoid_backward.__doc__ = _doc(
-    _BACKWARD_DOC, name="sigmoid",
-    formula="``dy * sigma(x) * sigma(-x)`` (``1 - sigma(x)`` formed without cancellation).",
-    examples="    >>> fastdl.sigmoid_backward(np.array([1.]), np.array([0.]))\n    array([0.25])",
-)
-
-
 def log_sigmoid(x, *, out=None, backend=None):
+    """``log(sigmoid(x))``, stable for every finite x.
+
+    Parameters
+    ----------
+    x : ndarray
+        Any shape, float32 or float64.
+    out : ndarray, optional
+        Buffer of x's shape and dtype; ``out=x`` computes in place.
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    y : ndarray, shape of x
+        ``-softplus(-x) = min(x, 0) - log1p(exp(-|x|))``, in (-inf, 0].
+
+    Raises
+    ------
+    TypeError
+        Unsupported dtype, or a wrong ``out`` dtype.
+    ValueError
+        A wrong ``out`` shape.
+
+    Notes
+    -----
+    The identity ``log sigma(x) = -softplus(-x)`` avoids ``log(0)`` for very
+    negative x: ``log_sigmoid(-1000.) == -1000.``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastdl
+    >>> fastdl.log_sigmoid(np.array([-1000., 0.])).round(6).tolist()
+    [-1000.0, -0.693147]
+    """
     return _apply("log_sigmoid", [("x", x)], (), out, backend)
 
 
 def log_sigmoid_backward(dy, x, *, out=None, backend=None):
+    """Gradient of :func:`log_sigmoid` with respect to its input.
+
+    Parameters
+    ----------
+    dy : ndarray
+        Gradient of the loss with respect to ``log_sigmoid(x)``.
+    x : ndarray, shape of dy
+        The forward input (not the output).
+    out : ndarray, optional
+        Buffer of dy's shape and dtype; may be ``dy`` or ``x``.
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    dx : ndarray, shape of x
+        ``dy * sigma(-x)``.
+
+    Raises
+    ------
+    TypeError
+        Unsupported or mixed dtypes, or a wrong ``out`` dtype.
+    ValueError
+        Shapes of ``dy`` and ``x`` differ, or a wrong ``out`` shape.
+
+    Examples
+    --------
+    >>> import numpy as np, fastdl
+    >>> fastdl.log_sigmoid_backward(np.array([1.]), np.array([0.]))
+    array([0.5])
+    """
     return _apply("log_sigmoid_backward", [("dy", dy), ("x", x)], (), out, backend)
 
 
-log_sigmoid.__doc__ = _doc(
-    _FORWARD_DOC,
-    summary="``log(sigmoid(x))``, stable for every finite x.",
-    formula="``-softplus(-x) = min(x, 0) - log1p(exp(-|x|))``, in (-inf, 0].",
-    notes="The identity ``log sigma(x) = -softplus(-x)`` avoids ``log(0)`` for very\n"
-          "    negative x: ``log_sigmoid(-1000.) == -1000.``.",
-    examples="    >>> fastdl.log_sigmoid(np.array([-1000., 0.])).round(6).tolist()\n"
-             "    [-1000.0, -0.693147]",
-)
-log_sigmoid_backward.__doc__ = _doc(
-    _BACKWARD_DOC, name="log_sigmoid", formula="``dy * sigma(-x)``.",
-    examples="    >>> fastdl.log_sigmoid_backward(np.array([1.]), np.array([0.]))\n    array([0.5])",
-)
-
-
 def softplus(x, *, beta=1.0, threshold=20.0, out=None, backend=None):
+    """Softplus ``log(1 + exp(beta * x)) / beta`` (PyTorch semantics).
+
+    Parameters
+    ----------
+    x : ndarray
+        Any shape, float32 or float64.
+    beta : float, default 1.0
+        Sharpness; nonzero and finite.
+    threshold : float, default 20.0
+        Where ``beta * x > threshold`` the result is ``x`` (PyTorch's rule).
+    out : ndarray, optional
+        Buffer of x's shape and dtype; ``out=x`` computes in place.
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    y : ndarray, shape of x
+        ``x`` where ``beta * x > threshold``, else ``softplus(beta * x) / beta``.
+
+    Raises
+    ------
+    TypeError
+        Unsupported dtype, or a wrong ``out`` dtype.
+    ValueError
+        A wrong ``out`` shape, a zero or non-finite ``beta``, a NaN ``threshold``.
+
+    Notes
+    -----
+    Below the threshold the kernel evaluates ``max(z, 0) + log1p(exp(-|z|))``
+    (z = beta * x): exp's argument is never positive, so the result is finite
+    whatever ``threshold`` is.  Above it ``log1p(exp(z)) / beta`` equals x to
+    within ``exp(-threshold)``: ``softplus(1000.) == 1000.``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastdl
+    >>> fastdl.softplus(np.array([0., 1000.])).round(6).tolist()
+    [0.693147, 1000.0]
+    """
     beta = _finite_float(beta, "beta", nonzero=True)
     threshold = _threshold(threshold)
     return _apply("softplus", [("x", x)], (beta, threshold), out, backend)
 
 
 def softplus_backward(dy, x, *, beta=1.0, threshold=20.0, out=None, backend=None):
+    """Gradient of :func:`softplus` with respect to its input.
+
+    Parameters
+    ----------
+    dy : ndarray
+        Gradient of the loss with respect to ``softplus(x)``.
+    x : ndarray, shape of dy
+        The forward input (not the output).
+    beta : float, default 1.0
+        Sharpness; nonzero and finite.
+    threshold : float, default 20.0
+        Where ``beta * x > threshold`` the result is ``x`` (PyTorch's rule).
+    out : ndarray, optional
+        Buffer of dy's shape and dtype; may be ``dy`` or ``x``.
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    dx : ndarray, shape of x
+        ``dy * sigma(beta * x)``; ``dy`` where ``beta * x > threshold``.
+
+    Raises
+    ------
+    TypeError
+        Unsupported or mixed dtypes, or a wrong ``out`` dtype.
+    ValueError
+        Shapes of ``dy`` and ``x`` differ, or a wrong ``out`` shape, a zero or non-finite
+        ``beta``, a NaN ``threshold``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastdl
+    >>> fastdl.softplus_backward(np.array([1.]), np.array([0.]))
+    array([0.5])
+    """
     beta = _finite_float(beta, "beta", nonzero=True)
     threshold = _threshold(threshold)
     return _apply("softplus_backward", [("dy", dy), ("x", x)], (beta, threshold), out, backend)
@@ -232,50 +337,76 @@ def _threshold(value):
     return v
 
 
-_SOFTPLUS_OPTIONS = """
-    beta : float, default 1.0
-        Sharpness; nonzero and finite.
-    threshold : float, default 20.0
-        Where ``beta * x > threshold`` the result is ``x`` (PyTorch's rule)."""
-
-softplus.__doc__ = _doc(
-    _FORWARD_DOC,
-    summary="Softplus ``log(1 + exp(beta * x)) / beta`` (PyTorch semantics).",
-    options=_SOFTPLUS_OPTIONS,
-    option_errors=", a zero or non-finite ``beta``, a NaN ``threshold``",
-    formula="``x`` where ``beta * x > threshold``, else ``softplus(beta * x) / beta``.",
-    notes="Below the threshold the kernel evaluates ``max(z, 0) + log1p(exp(-|z|))``\n"
-          "    (z = beta * x): exp's argument is never positive, so the result is finite\n"
-          "    whatever ``threshold`` is.  Above it ``log1p(exp(z)) / beta`` equals x to\n"
-          "    within ``exp(-threshold)``: ``softplus(1000.) == 1000.``.",
-    examples="    >>> fastdl.softplus(np.array([0., 1000.])).round(6).tolist()\n"
-             "    [0.693147, 1000.0]",
-)
-softplus_backward.__doc__ = _doc(
-    _BACKWARD_DOC, name="softplus", options=_SOFTPLUS_OPTIONS,
-    option_errors=", a zero or non-finite ``beta``, a NaN ``threshold``",
-    formula="``dy * sigma(beta * x)``; ``dy`` where ``beta * x > threshold``.",
-    examples="    >>> fastdl.softplus_backward(np.array([1.]), np.array([0.]))\n    array([0.5])",
-)
-
-
 def tanh(x, *, out=None, backend=None):
+    """Hyperbolic tangent.
+
+    Parameters
+    ----------
+    x : ndarray
+        Any shape, float32 or float64.
+    out : ndarray, optional
+        Buffer of x's shape and dtype; ``out=x`` computes in place.
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    y : ndarray, shape of x
+        ``tanh(x)``, in [-1, 1].
+
+    Raises
+    ------
+    TypeError
+        Unsupported dtype, or a wrong ``out`` dtype.
+    ValueError
+        A wrong ``out`` shape.
+
+    Notes
+    -----
+    The C library's tanh saturates to ±1 without overflow.
+
+    Examples
+    --------
+    >>> import numpy as np, fastdl
+    >>> fastdl.tanh(np.array([-1000., 0., 1000.]))
+    array([-1.,  0.,  1.])
+    """
     return _apply("tanh", [("x", x)], (), out, backend)
 
 
 def tanh_backward(dy, x, *, out=None, backend=None):
+    """Gradient of :func:`tanh` with respect to its input.
+
+    Parameters
+    ----------
+    dy : ndarray
+        Gradient of the loss with respect to ``tanh(x)``.
+    x : ndarray, shape of dy
+        The forward input (not the output).
+    out : ndarray, optional
+        Buffer of dy's shape and dtype; may be ``dy`` or ``x``.
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    dx : ndarray, shape of x
+        ``dy * (1 - tanh(x)**2)``.
+
+    Raises
+    ------
+    TypeError
+        Unsupported or mixed dtypes, or a wrong ``out`` dtype.
+    ValueError
+        Shapes of ``dy`` and ``x`` differ, or a wrong ``out`` shape.
+
+    Examples
+    --------
+    >>> import numpy as np, fastdl
+    >>> fastdl.tanh_backward(np.array([2.]), np.array([0.]))
+    array([2.])
+    """
     return _apply("tanh_backward", [("dy", dy), ("x", x)], (), out, backend)
-
-
-tanh.__doc__ = _doc(
-    _FORWARD_DOC, summary="Hyperbolic tangent.", formula="``tanh(x)``, in [-1, 1].",
-    notes="The C library's tanh saturates to ±1 without overflow.",
-    examples="    >>> fastdl.tanh(np.array([-1000., 0., 1000.]))\n    array([-1.,  0.,  1.])",
-)
-tanh_backward.__doc__ = _doc(
-    _BACKWARD_DOC, name="tanh", formula="``dy * (1 - tanh(x)**2)``.",
-    examples="    >>> fastdl.tanh_backward(np.array([2.]), np.array([0.]))\n    array([2.])",
-)
 
 
 # ---------------------------------------------------------------------------
@@ -283,148 +414,399 @@ tanh_backward.__doc__ = _doc(
 # ---------------------------------------------------------------------------
 
 def relu(x, *, out=None, backend=None):
+    """Rectified linear unit ``max(x, 0)``.
+
+    Parameters
+    ----------
+    x : ndarray
+        Any shape, float32 or float64.
+    out : ndarray, optional
+        Buffer of x's shape and dtype; ``out=x`` computes in place.
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    y : ndarray, shape of x
+        ``0`` where ``x < 0``, else ``x``.
+
+    Raises
+    ------
+    TypeError
+        Unsupported dtype, or a wrong ``out`` dtype.
+    ValueError
+        A wrong ``out`` shape.
+
+    Notes
+    -----
+    Written as a select on ``x < 0`` so that NaN propagates and -0.0 stays
+    -0.0, as in PyTorch.
+
+    Examples
+    --------
+    >>> import numpy as np, fastdl
+    >>> fastdl.relu(np.array([-2., 3.]))
+    array([0., 3.])
+    """
     return _apply("relu", [("x", x)], (), out, backend)
 
 
 def relu_backward(dy, x, *, out=None, backend=None):
+    """Gradient of :func:`relu` with respect to its input.
+
+    Parameters
+    ----------
+    dy : ndarray
+        Gradient of the loss with respect to ``relu(x)``.
+    x : ndarray, shape of dy
+        The forward input (not the output).
+    out : ndarray, optional
+        Buffer of dy's shape and dtype; may be ``dy`` or ``x``.
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    dx : ndarray, shape of x
+        ``0`` where ``x <= 0`` (the derivative at 0 is taken as 0), else ``dy``.
+
+    Raises
+    ------
+    TypeError
+        Unsupported or mixed dtypes, or a wrong ``out`` dtype.
+    ValueError
+        Shapes of ``dy`` and ``x`` differ, or a wrong ``out`` shape.
+
+    Examples
+    --------
+    >>> import numpy as np, fastdl
+    >>> fastdl.relu_backward(np.array([5., 5., 5.]), np.array([-1., 0., 1.]))
+    array([0., 0., 5.])
+    """
     return _apply("relu_backward", [("dy", dy), ("x", x)], (), out, backend)
 
 
-relu.__doc__ = _doc(
-    _FORWARD_DOC, summary="Rectified linear unit ``max(x, 0)``.",
-    formula="``0`` where ``x < 0``, else ``x``.",
-    notes="Written as a select on ``x < 0`` so that NaN propagates and -0.0 stays\n"
-          "    -0.0, as in PyTorch.",
-    examples="    >>> fastdl.relu(np.array([-2., 3.]))\n    array([0., 3.])",
-)
-relu_backward.__doc__ = _doc(
-    _BACKWARD_DOC, name="relu",
-    formula="``0`` where ``x <= 0`` (the derivative at 0 is taken as 0), else ``dy``.",
-    examples="    >>> fastdl.relu_backward(np.array([5., 5., 5.]), np.array([-1., 0., 1.]))\n"
-             "    array([0., 0., 5.])",
-)
-
-
 def leaky_relu(x, *, negative_slope=0.01, out=None, backend=None):
+    """Leaky ReLU.
+
+    Parameters
+    ----------
+    x : ndarray
+        Any shape, float32 or float64.
+    negative_slope : float, default 0.01
+        Slope for x <= 0; finite.
+    out : ndarray, optional
+        Buffer of x's shape and dtype; ``out=x`` computes in place.
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    y : ndarray, shape of x
+        ``x`` where ``x > 0``, else ``negative_slope * x``.
+
+    Raises
+    ------
+    TypeError
+        Unsupported dtype, or a wrong ``out`` dtype.
+    ValueError
+        A wrong ``out`` shape, a non-finite ``negative_slope``.
+
+    Notes
+    -----
+    Exact: one multiply per negative element.
+
+    Examples
+    --------
+    >>> import numpy as np, fastdl
+    >>> fastdl.leaky_relu(np.array([-100., 2.]))
+    array([-1.,  2.])
+    """
     slope = _finite_float(negative_slope, "negative_slope")
     return _apply("leaky_relu", [("x", x)], (slope,), out, backend)
 
 
 def leaky_relu_backward(dy, x, *, negative_slope=0.01, out=None, backend=None):
+    """Gradient of :func:`leaky_relu` with respect to its input.
+
+    Parameters
+    ----------
+    dy : ndarray
+        Gradient of the loss with respect to ``leaky_relu(x)``.
+    x : ndarray, shape of dy
+        The forward input (not the output).
+    negative_slope : float, default 0.01
+        Slope for x <= 0; finite.
+    out : ndarray, optional
+        Buffer of dy's shape and dtype; may be ``dy`` or ``x``.
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    dx : ndarray, shape of x
+        ``dy`` where ``x > 0``, else ``negative_slope * dy``.
+
+    Raises
+    ------
+    TypeError
+        Unsupported or mixed dtypes, or a wrong ``out`` dtype.
+    ValueError
+        Shapes of ``dy`` and ``x`` differ, or a wrong ``out`` shape, a non-finite
+        ``negative_slope``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastdl
+    >>> fastdl.leaky_relu_backward(np.array([1., 1.]), np.array([-1., 1.]))
+    array([0.01, 1.  ])
+    """
     slope = _finite_float(negative_slope, "negative_slope")
     return _apply("leaky_relu_backward", [("dy", dy), ("x", x)], (slope,), out, backend)
 
 
-_LEAKY_OPTIONS = """
-    negative_slope : float, default 0.01
-        Slope for x <= 0; finite."""
-
-leaky_relu.__doc__ = _doc(
-    _FORWARD_DOC, summary="Leaky ReLU.", options=_LEAKY_OPTIONS,
-    option_errors=", a non-finite ``negative_slope``",
-    formula="``x`` where ``x > 0``, else ``negative_slope * x``.",
-    notes="Exact: one multiply per negative element.",
-    examples="    >>> fastdl.leaky_relu(np.array([-100., 2.]))\n    array([-1.,  2.])",
-)
-leaky_relu_backward.__doc__ = _doc(
-    _BACKWARD_DOC, name="leaky_relu", options=_LEAKY_OPTIONS,
-    option_errors=", a non-finite ``negative_slope``",
-    formula="``dy`` where ``x > 0``, else ``negative_slope * dy``.",
-    examples="    >>> fastdl.leaky_relu_backward(np.array([1., 1.]), np.array([-1., 1.]))\n"
-             "    array([0.01, 1.  ])",
-)
-
-
 def elu(x, *, alpha=1.0, out=None, backend=None):
+    """Exponential linear unit.
+
+    Parameters
+    ----------
+    x : ndarray
+        Any shape, float32 or float64.
+    alpha : float, default 1.0
+        Saturation value for x -> -inf; finite.
+    out : ndarray, optional
+        Buffer of x's shape and dtype; ``out=x`` computes in place.
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    y : ndarray, shape of x
+        ``x`` where ``x > 0``, else ``alpha * (exp(x) - 1)``.
+
+    Raises
+    ------
+    TypeError
+        Unsupported dtype, or a wrong ``out`` dtype.
+    ValueError
+        A wrong ``out`` shape, a non-finite ``alpha``.
+
+    Notes
+    -----
+    ``expm1`` keeps ``exp(x) - 1`` accurate for small negative x; exp's
+    argument is never positive, so nothing overflows.
+
+    Examples
+    --------
+    >>> import numpy as np, fastdl
+    >>> fastdl.elu(np.array([-1000., 2.]))
+    array([-1.,  2.])
+    """
     alpha = _finite_float(alpha, "alpha")
     return _apply("elu", [("x", x)], (alpha,), out, backend)
 
 
 def elu_backward(dy, x, *, alpha=1.0, out=None, backend=None):
+    """Gradient of :func:`elu` with respect to its input.
+
+    Parameters
+    ----------
+    dy : ndarray
+        Gradient of the loss with respect to ``elu(x)``.
+    x : ndarray, shape of dy
+        The forward input (not the output).
+    alpha : float, default 1.0
+        Saturation value for x -> -inf; finite.
+    out : ndarray, optional
+        Buffer of dy's shape and dtype; may be ``dy`` or ``x``.
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    dx : ndarray, shape of x
+        ``dy * alpha * exp(x)`` where ``x <= 0``, else ``dy`` (PyTorch's rule).
+
+    Raises
+    ------
+    TypeError
+        Unsupported or mixed dtypes, or a wrong ``out`` dtype.
+    ValueError
+        Shapes of ``dy`` and ``x`` differ, or a wrong ``out`` shape, a non-finite ``alpha``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastdl
+    >>> fastdl.elu_backward(np.array([1., 1.]), np.array([0., 1.]))
+    array([1., 1.])
+    """
     alpha = _finite_float(alpha, "alpha")
     return _apply("elu_backward", [("dy", dy), ("x", x)], (alpha,), out, backend)
 
 
-_ELU_OPTIONS = """
-    alpha : float, default 1.0
-        Saturation value for x -> -inf; finite."""
-
-elu.__doc__ = _doc(
-    _FORWARD_DOC, summary="Exponential linear unit.", options=_ELU_OPTIONS,
-    option_errors=", a non-finite ``alpha``",
-    formula="``x`` where ``x > 0``, else ``alpha * (exp(x) - 1)``.",
-    notes="``expm1`` keeps ``exp(x) - 1`` accurate for small negative x; exp's\n"
-          "    argument is never positive, so nothing overflows.",
-    examples="    >>> fastdl.elu(np.array([-1000., 2.]))\n    array([-1.,  2.])",
-)
-elu_backward.__doc__ = _doc(
-    _BACKWARD_DOC, name="elu", options=_ELU_OPTIONS,
-    option_errors=", a non-finite ``alpha``",
-    formula="``dy * alpha * exp(x)`` where ``x <= 0``, else ``dy`` (PyTorch's rule).",
-    examples="    >>> fastdl.elu_backward(np.array([1., 1.]), np.array([0., 1.]))\n"
-             "    array([1., 1.])",
-)
-
-
 def silu(x, *, out=None, backend=None):
+    """SiLU (swish) ``x * sigmoid(x)``; :func:`swish` is the same function.
+
+    Parameters
+    ----------
+    x : ndarray
+        Any shape, float32 or float64.
+    out : ndarray, optional
+        Buffer of x's shape and dtype; ``out=x`` computes in place.
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    y : ndarray, shape of x
+        ``x * sigma(x)``.
+
+    Raises
+    ------
+    TypeError
+        Unsupported dtype, or a wrong ``out`` dtype.
+    ValueError
+        A wrong ``out`` shape.
+
+    Notes
+    -----
+    Uses the overflow-free sigmoid, so every finite x gives a finite result
+    (``silu(-1000.) == -0.``).  ``silu(-inf)`` is NaN (``-inf * 0``), as in PyTorch.
+
+    Examples
+    --------
+    >>> import numpy as np, fastdl
+    >>> fastdl.silu(np.array([0., 1000.]))
+    array([   0., 1000.])
+    """
     return _apply("silu", [("x", x)], (), out, backend)
 
 
 def silu_backward(dy, x, *, out=None, backend=None):
+    """Gradient of :func:`silu` with respect to its input.
+
+    Parameters
+    ----------
+    dy : ndarray
+        Gradient of the loss with respect to ``silu(x)``.
+    x : ndarray, shape of dy
+        The forward input (not the output).
+    out : ndarray, optional
+        Buffer of dy's shape and dtype; may be ``dy`` or ``x``.
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    dx : ndarray, shape of x
+        ``dy * sigma(x) * (1 + x * sigma(-x))``.
+
+    Raises
+    ------
+    TypeError
+        Unsupported or mixed dtypes, or a wrong ``out`` dtype.
+    ValueError
+        Shapes of ``dy`` and ``x`` differ, or a wrong ``out`` shape.
+
+    Examples
+    --------
+    >>> import numpy as np, fastdl
+    >>> fastdl.silu_backward(np.array([1.]), np.array([0.]))
+    array([0.5])
+    """
     return _apply("silu_backward", [("dy", dy), ("x", x)], (), out, backend)
 
-
-silu.__doc__ = _doc(
-    _FORWARD_DOC, summary="SiLU (swish) ``x * sigmoid(x)``; :func:`swish` is the same function.",
-    formula="``x * sigma(x)``.",
-    notes="Uses the overflow-free sigmoid, so every finite x gives a finite result\n"
-          "    (``silu(-1000.) == -0.``).  ``silu(-inf)`` is NaN (``-inf * 0``), as in PyTorch.",
-    examples="    >>> fastdl.silu(np.array([0., 1000.]))\n    array([   0., 1000.])",
-)
-silu_backward.__doc__ = _doc(
-    _BACKWARD_DOC, name="silu",
-    formula="``dy * sigma(x) * (1 + x * sigma(-x))``.",
-    examples="    >>> fastdl.silu_backward(np.array([1.]), np.array([0.]))\n    array([0.5])",
-)
 
 def _approximate(value):
     return _ops.encode_option(_ops.BY_NAME["gelu"].options[0], value)
 
 
 def gelu(x, *, approximate="none", out=None, backend=None):
+    """Gaussian error linear unit (PyTorch ``gelu``).
+
+    Parameters
+    ----------
+    x : ndarray
+        Any shape, float32 or float64.
+    approximate : {"none", "tanh"}, default "none"
+        "none": the exact ``x * Phi(x)``; "tanh": the tanh approximation
+        (as ``torch.nn.functional.gelu``).
+    out : ndarray, optional
+        Buffer of x's shape and dtype; ``out=x`` computes in place.
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    y : ndarray, shape of x
+        ``x * Phi(x) = x (1 + erf(x / sqrt(2))) / 2``; with ``approximate="tanh"``
+        ``x (1 + tanh(sqrt(2/pi) (x + 0.044715 x**3))) / 2``.
+
+    Raises
+    ------
+    TypeError
+        Unsupported dtype, or a wrong ``out`` dtype.
+    ValueError
+        A wrong ``out`` shape, an ``approximate`` other than "none"/"tanh".
+
+    Notes
+    -----
+    Phi is the standard normal CDF (Hendrycks and Gimpel, "Gaussian Error
+    Linear Units", 2016, arXiv:1606.08415, give both forms).  Both are
+    overflow-free: ``x**3`` overflowing to inf only saturates tanh, so
+    ``gelu(1e300) == 1e300`` and ``gelu(-1e300) == -0.``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastdl
+    >>> fastdl.gelu(np.array([-1000., 0., 1000.]))
+    array([  -0.,    0., 1000.])
+    >>> round(float(fastdl.gelu(np.array(1.0), approximate='tanh')), 6)
+    0.841192
+    """
     return _apply("gelu", [("x", x)], (_approximate(approximate),), out, backend)
 
 
 def gelu_backward(dy, x, *, approximate="none", out=None, backend=None):
+    """Gradient of :func:`gelu` with respect to its input.
+
+    Parameters
+    ----------
+    dy : ndarray
+        Gradient of the loss with respect to ``gelu(x)``.
+    x : ndarray, shape of dy
+        The forward input (not the output).
+    approximate : {"none", "tanh"}, default "none"
+        "none": the exact ``x * Phi(x)``; "tanh": the tanh approximation
+        (as ``torch.nn.functional.gelu``).
+    out : ndarray, optional
+        Buffer of dy's shape and dtype; may be ``dy`` or ``x``.
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    dx : ndarray, shape of x
+        ``dy * (Phi(x) + x * phi(x))`` (phi the normal density); the
+        derivative of the tanh form with ``approximate="tanh"``.
+
+    Raises
+    ------
+    TypeError
+        Unsupported or mixed dtypes, or a wrong ``out`` dtype.
+    ValueError
+        Shapes of ``dy`` and ``x`` differ, or a wrong ``out`` shape, an ``approximate`` other
+        than "none"/"tanh".
+
+    Examples
+    --------
+    >>> import numpy as np, fastdl
+    >>> fastdl.gelu_backward(np.array([1.]), np.array([0.]))
+    array([0.5])
+    """
     return _apply("gelu_backward", [("dy", dy), ("x", x)], (_approximate(approximate),),
                   out, backend)
 
-
-_GELU_OPTIONS = """
-    approximate : {"none", "tanh"}, default "none"
-        "none": the exact ``x * Phi(x)``; "tanh": the tanh approximation
-        (as ``torch.nn.functional.gelu``)."""
-
-gelu.__doc__ = _doc(
-    _FORWARD_DOC, summary="Gaussian error linear unit (PyTorch ``gelu``).",
-    options=_GELU_OPTIONS, option_errors=", an ``approximate`` other than \"none\"/\"tanh\"",
-    formula="``x * Phi(x) = x (1 + erf(x / sqrt(2))) / 2``; with ``approximate=\"tanh\"``\n"
-            "        ``x (1 + tanh(sqrt(2/pi) (x + 0.044715 x**3))) / 2``.",
-    notes="Phi is the standard normal CDF (Hendrycks and Gimpel, \"Gaussian Error\n"
-          "    Linear Units\", 2016, arXiv:1606.08415, give both forms).  Both are\n"
-          "    overflow-free: ``x**3`` overflowing to inf only saturates tanh, so\n"
-          "    ``gelu(1e300) == 1e300`` and ``gelu(-1e300) == -0.``.",
-    examples="    >>> fastdl.gelu(np.array([-1000., 0., 1000.]))\n    array([  -0.,    0., 1000.])\n"
-             "    >>> round(float(fastdl.gelu(np.array(1.0), approximate='tanh')), 6)\n"
-             "    0.841192",
-)
-gelu_backward.__doc__ = _doc(
-    _BACKWARD_DOC, name="gelu", options=_GELU_OPTIONS,
-    option_errors=", an ``approximate`` other than \"none\"/\"tanh\"",
-    formula="``dy * (Phi(x) + x * phi(x))`` (phi the normal density); the\n"
-            "        derivative of the tanh form with ``approximate=\"tanh\"``.",
-    examples="    >>> fastdl.gelu_backward(np.array([1.]), np.array([0.]))\n    array([0.5])",
-)
 
 #: SiLU under the name Ramachandran, Zoph & Le gave it ("Searching for Activation
 #: Functions", 2017): Swish with beta = 1.

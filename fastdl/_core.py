@@ -871,7 +871,21 @@ def _ce_finish_grad(a, out, buf, target):
     return out
 
 
-_CE_DOC_OPTIONS = """    weight : ndarray, shape (C,), optional
+def cross_entropy(logits, target, *, weight=None, ignore_index=-100,
+                  reduction="mean", label_smoothing=0.0, axis=None, backend=None):
+    """Cross-entropy between softmax(logits) and the target (PyTorch semantics).
+
+    Parameters
+    ----------
+    logits : ndarray, shape (N, C), (C,) or (N, C, d1, ..., dk)
+        Unnormalised scores, float32 or float64; the class axis is ``axis``.
+    target : ndarray
+        Class indices: an integer array of the logits' shape without the
+        class axis ((N,) for (N, C) logits, an int for 1-D logits), each in
+        ``[0, C)`` or equal to ``ignore_index``.  Or class probabilities: a
+        float array of the logits' shape and dtype.  A float array of
+        another shape (float class labels) is a ValueError.
+    weight : ndarray, shape (C,), optional
         Per-class rescaling weights, of the logits' dtype.
     ignore_index : int, default -100
         Class-index target value that contributes neither loss nor gradient
@@ -891,24 +905,7 @@ _CE_DOC_OPTIONS = """    weight : ndarray, shape (C,), optional
         class indices (segmentation, sequence models).  ``axis=-1`` reads
         (N, d1, ..., dk, C) logits, whose rows the kernels use in place;
         any other class axis costs one transposed copy of the logits (and
-        of the gradient)."""
-
-
-def cross_entropy(logits, target, *, weight=None, ignore_index=-100,
-                  reduction="mean", label_smoothing=0.0, axis=None, backend=None):
-    """Cross-entropy between softmax(logits) and the target (PyTorch semantics).
-
-    Parameters
-    ----------
-    logits : ndarray, shape (N, C), (C,) or (N, C, d1, ..., dk)
-        Unnormalised scores, float32 or float64; the class axis is ``axis``.
-    target : ndarray
-        Class indices: an integer array of the logits' shape without the
-        class axis ((N,) for (N, C) logits, an int for 1-D logits), each in
-        ``[0, C)`` or equal to ``ignore_index``.  Or class probabilities: a
-        float array of the logits' shape and dtype.  A float array of
-        another shape (float class labels) is a ValueError.
-{options}
+        of the gradient).
     backend : str, optional
         Backend for this call; None uses :func:`fastdl.get_backend`.
 
@@ -961,7 +958,27 @@ def cross_entropy_backward(logits, target, grad_output=1.0, *, weight=None,
     grad_output : float or ndarray, default 1.0
         Gradient of the final objective with respect to the loss: a scalar
         for "mean"/"sum", shape (N,) (or a scalar) for "none".
-{options}
+    weight : ndarray, shape (C,), optional
+        Per-class rescaling weights, of the logits' dtype.
+    ignore_index : int, default -100
+        Class-index target value that contributes neither loss nor gradient
+        nor (for "mean") denominator.  Not used with probability targets.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        "none": per-row losses, shape (N,).  "sum": their sum.  "mean": the
+        sum divided by the summed weight ``weight[target]`` of the rows not
+        ignored (their count without ``weight``); with probability targets,
+        divided by N.  "mean" over an empty or all-ignored batch is NaN,
+        "sum" is 0.
+    label_smoothing : float in [0, 1], default 0.0
+        Mixes the target with the uniform distribution:
+        ``(1-ε)·nll + ε/C·Σ_c(-w_c·logp_c)``.
+    axis : int, optional
+        The class axis.  None (default) is PyTorch's: axis 0 of (C,) logits,
+        axis 1 otherwise, so (N, C, d1, ..., dk) logits take (N, d1, ..., dk)
+        class indices (segmentation, sequence models).  ``axis=-1`` reads
+        (N, d1, ..., dk, C) logits, whose rows the kernels use in place;
+        any other class axis costs one transposed copy of the logits (and
+        of the gradient).
     out : ndarray, optional
         Buffer of the logits' shape and dtype; ``out=logits`` overwrites them.
     backend : str, optional
@@ -1004,7 +1021,27 @@ def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
     ----------
     logits, target
         As for :func:`cross_entropy`.
-{options}
+    weight : ndarray, shape (C,), optional
+        Per-class rescaling weights, of the logits' dtype.
+    ignore_index : int, default -100
+        Class-index target value that contributes neither loss nor gradient
+        nor (for "mean") denominator.  Not used with probability targets.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        "none": per-row losses, shape (N,).  "sum": their sum.  "mean": the
+        sum divided by the summed weight ``weight[target]`` of the rows not
+        ignored (their count without ``weight``); with probability targets,
+        divided by N.  "mean" over an empty or all-ignored batch is NaN,
+        "sum" is 0.
+    label_smoothing : float in [0, 1], default 0.0
+        Mixes the target with the uniform distribution:
+        ``(1-ε)·nll + ε/C·Σ_c(-w_c·logp_c)``.
+    axis : int, optional
+        The class axis.  None (default) is PyTorch's: axis 0 of (C,) logits,
+        axis 1 otherwise, so (N, C, d1, ..., dk) logits take (N, d1, ..., dk)
+        class indices (segmentation, sequence models).  ``axis=-1`` reads
+        (N, d1, ..., dk, C) logits, whose rows the kernels use in place;
+        any other class axis costs one transposed copy of the logits (and
+        of the gradient).
     out : ndarray, optional
         Buffer for the gradient; ``out=logits`` overwrites the logits with
         it, so the step allocates nothing the size of the batch.
@@ -1044,6 +1081,3 @@ def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
     return _ce_reduce(a, loss, total, denom), _ce_finish_grad(a, out, buf, target_buf)
 
 
-for _f in (cross_entropy, cross_entropy_backward, cross_entropy_with_grad):
-    _f.__doc__ = _f.__doc__.replace("{options}", _CE_DOC_OPTIONS)
-del _f

@@ -961,7 +961,26 @@ def _chunk_gradient(a, xc, tc, g, side, go_rows, z_factor, want_loss, team, back
 # public functions
 # ---------------------------------------------------------------------------
 
-_DOC_OPTIONS = """    b : ndarray, shape (V,), optional
+
+def linear_cross_entropy(x, W, target, *, b=None, weight=None, ignore_index=-100,
+                         reduction="mean", label_smoothing=0.0, z_loss=0.0, softcap=None,
+                         chunk_size=None, max_memory=None, backend=None):
+    """Cross-entropy of a linear layer's output, without the (N, V) logits.
+
+    The value of ``cross_entropy(affine_forward(x, W, b), target, ...)`` (PyTorch's
+    ``F.linear_cross_entropy``) to rounding, computed chunk by chunk.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, H) or (H,)
+        Hidden states, float32 or float64.
+    W : ndarray, shape (V, H)
+        Projection weights, out_features × in_features as ``nn.Linear.weight``.
+    target : ndarray
+        Class indices: an integer array (N,) (an int for 1-D ``x``), each in
+        ``[0, V)`` or equal to ``ignore_index``.  Or class probabilities: a
+        float array (N, V) (or (V,)) of x's dtype.
+    b : ndarray, shape (V,), optional
         Bias of the projection; omitted means none.
     weight : ndarray, shape (V,), optional
         Per-class rescaling weights, as for :func:`fastdl.cross_entropy`.
@@ -996,23 +1015,31 @@ _DOC_OPTIONS = """    b : ndarray, shape (V,), optional
         Budget in bytes for the chunk scratch (default 64 MiB, and at least
         256 rows when the batch has them; the loss of class indices uses
         blocks of at most 16 MiB within it); at least one row is always
-        taken.  Give ``chunk_size`` or ``max_memory``, not both."""
-
-_DOC_BACKEND = """    backend : str, optional
+        taken.  Give ``chunk_size`` or ``max_memory``, not both.
+    backend : str, optional
         Backend of the kernels (affine_forward, cross-entropy, logsumexp,
-        softmax); None uses :func:`fastdl.get_backend`."""
+        softmax); None uses :func:`fastdl.get_backend`.
 
-_NOTES_THREADS = """    Threads: while the call runs, NumPy's OpenBLAS is set to one thread
-    and each GEMM is cut into independent parts run at once by a team of
-    as many threads as OpenBLAS had (the caller and pooled threads); the
-    previous count is restored on return.  A GEMM then waits for its
-    threads once instead of once per block of its K dimension, which on
-    a shared machine costs a time slice per wait.  The row kernels run on
-    fastdl's threads (:func:`fastdl.set_num_threads`) between the GEMMs.
-    Without access to OpenBLAS's thread count (another BLAS), every GEMM
-    runs on BLAS's own threads."""
+    Returns
+    -------
+    loss : scalar of x's dtype, or ndarray (N,) for "none"
 
-_NOTES_LOSS = """    Rows whose target is ``ignore_index`` are dropped first (the others
+    Raises
+    ------
+    TypeError
+        Unsupported or mixed dtypes (naming both), a non-integer
+        ``ignore_index``/``chunk_size``/``max_memory``.
+    ValueError
+        Inconsistent shapes (naming them), a bad ``reduction``,
+        ``label_smoothing``, ``z_loss`` or ``softcap``, or both
+        ``chunk_size`` and ``max_memory``.
+    IndexError
+        A class index outside ``[0, V)`` that is not ``ignore_index`` (named
+        in the message), raised before any GEMM.
+
+    Notes
+    -----
+    Rows whose target is ``ignore_index`` are dropped first (the others
     are gathered block by block).  Class-index targets: the logits are
     made in blocks of ``r`` rows by ``c`` classes (2048 x 2048 float32 by
     default, 16 MiB) by one GEMM each, bias included (BLAS's C operand);
@@ -1038,9 +1065,111 @@ _NOTES_LOSS = """    Rows whose target is ``ignore_index`` are dropped first (th
     the (N, V) logits never exist.  A non-C-contiguous ``W`` is copied
     once.
 
-""" + _NOTES_THREADS
+    Threads: while the call runs, NumPy's OpenBLAS is set to one thread
+    and each GEMM is cut into independent parts run at once by a team of
+    as many threads as OpenBLAS had (the caller and pooled threads); the
+    previous count is restored on return.  A GEMM then waits for its
+    threads once instead of once per block of its K dimension, which on
+    a shared machine costs a time slice per wait.  The row kernels run on
+    fastdl's threads (:func:`fastdl.set_num_threads`) between the GEMMs.
+    Without access to OpenBLAS's thread count (another BLAS), every GEMM
+    runs on BLAS's own threads.
 
-_NOTES_GRAD = """    The batch is processed in chunks of rows; rows whose target is
+    Examples
+    --------
+    >>> import numpy as np, fastdl
+    >>> from fastdl._linear_ce import linear_cross_entropy
+    >>> rng = np.random.default_rng(0)
+    >>> x, W = rng.standard_normal((37, 8)), rng.standard_normal((50, 8))
+    >>> target = rng.integers(0, 50, 37)
+    >>> loss = linear_cross_entropy(x, W, target, chunk_size=8)
+    >>> bool(np.isclose(loss, fastdl.cross_entropy(x @ W.T, target)))
+    True
+    """
+    a = _lce_args(x, W, target, b, weight, ignore_index, reduction, label_smoothing, z_loss,
+                  softcap, chunk_size, max_memory)
+    return _forward(a, backend)
+
+
+def linear_cross_entropy_with_grad(x, W, target, *, b=None, weight=None, ignore_index=-100,
+                                   reduction="mean", label_smoothing=0.0, z_loss=0.0,
+                                   softcap=None, chunk_size=None, max_memory=None,
+                                   out=None, accumulate=False, backend=None):
+    """Loss of :func:`linear_cross_entropy` and its gradients, in one chunked pass.
+
+    Parameters
+    ----------
+    x, W, target
+        As for :func:`linear_cross_entropy`.
+    b : ndarray, shape (V,), optional
+        Bias of the projection; omitted means none.
+    weight : ndarray, shape (V,), optional
+        Per-class rescaling weights, as for :func:`fastdl.cross_entropy`.
+    ignore_index : int, default -100
+        Class-index target value whose rows contribute neither loss nor
+        gradient nor (for "mean") denominator; they cost no GEMM work.  Not
+        used with probability targets.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        As for :func:`fastdl.cross_entropy`: "none" gives per-row losses
+        (N,), "sum" their sum, "mean" the sum divided by the summed weight
+        ``weight[target]`` of the rows not ignored (their count without
+        ``weight``; N with probability targets).  "mean" over an empty or
+        all-ignored batch is NaN, "sum" is 0.
+    label_smoothing : float in [0, 1], default 0.0
+        ``(1-ε)·nll + ε/V·Σ_c(-w_c·logp_c)``, as PyTorch.
+    z_loss : float >= 0, default 0.0
+        Adds ``z_loss * lse**2`` per row that counts (not ignored), with
+        ``lse`` the row's logsumexp of the (soft-capped) logits: PaLM's
+        auxiliary loss that keeps the softmax normaliser near 1.  Reduced as
+        the loss is: per row for "none", summed for "sum", and for "mean"
+        divided by the number of rows that count (not weighted by
+        ``weight``, as Liger-Kernel's ``lse_square_scale``; with no class
+        weights that is the loss's own denominator).
+    softcap : float > 0, optional
+        Soft-caps the logits first, ``softcap * tanh(logits / softcap)``
+        (Gemma 2); every other term sees the capped logits.
+    chunk_size : int, optional
+        Rows per chunk.  Default: as many as fit ``max_memory`` (the
+        gradient functions, and the loss of probability targets); for the
+        loss of class indices, the rows of a logits block (default 2048).
+    max_memory : int, optional
+        Budget in bytes for the chunk scratch (default 64 MiB, and at least
+        256 rows when the batch has them; the loss of class indices uses
+        blocks of at most 16 MiB within it); at least one row is always
+        taken.  Give ``chunk_size`` or ``max_memory``, not both.
+    out : tuple (dx, dW, db) of ndarray, optional
+        Buffers for the gradients (exact shapes x.shape, (V, H), (V,) and
+        x's dtype; ``db`` None exactly when ``b`` is None; a None entry is
+        allocated), e.g. the parameters' ``.grad`` arrays.  They must not
+        share memory with the inputs or each other.
+    accumulate : bool, default False
+        Add the gradients into ``out`` instead of overwriting it (gradient
+        accumulation over micro-batches); needs ``out``.
+    backend : str, optional
+        Backend of the kernels (affine_forward, cross-entropy, logsumexp,
+        softmax); None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    loss : scalar of x's dtype, or ndarray (N,) for "none"
+        As :func:`linear_cross_entropy` returns.
+    dx : ndarray, shape of x
+        d loss / d x (of ``loss.sum()`` for "none"); rows of ignored
+        targets are 0.
+    dW : ndarray, shape (V, H)
+    db : ndarray, shape (V,), or None
+        None when ``b`` is None.
+
+    Raises
+    ------
+    TypeError, ValueError, IndexError
+        As for :func:`linear_cross_entropy`; also a wrong ``out`` (its
+        dtype: TypeError; shape, aliasing, or ``accumulate`` without it:
+        ValueError).
+
+    Notes
+    -----
+    The batch is processed in chunks of rows; rows whose target is
     ``ignore_index`` are dropped first (the others are gathered chunk by
     chunk; their ``dx`` rows are 0).  Per chunk of ``r`` rows:
 
@@ -1080,109 +1209,15 @@ _NOTES_GRAD = """    The batch is processed in chunks of rows; rows whose target
     the only O(N·H) and O(V·H) allocations (none with ``out``).  A
     non-C-contiguous ``W`` is copied once.
 
-""" + _NOTES_THREADS
-
-
-def linear_cross_entropy(x, W, target, *, b=None, weight=None, ignore_index=-100,
-                         reduction="mean", label_smoothing=0.0, z_loss=0.0, softcap=None,
-                         chunk_size=None, max_memory=None, backend=None):
-    """Cross-entropy of a linear layer's output, without the (N, V) logits.
-
-    The value of ``cross_entropy(affine_forward(x, W, b), target, ...)`` (PyTorch's
-    ``F.linear_cross_entropy``) to rounding, computed chunk by chunk.
-
-    Parameters
-    ----------
-    x : ndarray, shape (N, H) or (H,)
-        Hidden states, float32 or float64.
-    W : ndarray, shape (V, H)
-        Projection weights, out_features × in_features as ``nn.Linear.weight``.
-    target : ndarray
-        Class indices: an integer array (N,) (an int for 1-D ``x``), each in
-        ``[0, V)`` or equal to ``ignore_index``.  Or class probabilities: a
-        float array (N, V) (or (V,)) of x's dtype.
-{options}
-{backend}
-
-    Returns
-    -------
-    loss : scalar of x's dtype, or ndarray (N,) for "none"
-
-    Raises
-    ------
-    TypeError
-        Unsupported or mixed dtypes (naming both), a non-integer
-        ``ignore_index``/``chunk_size``/``max_memory``.
-    ValueError
-        Inconsistent shapes (naming them), a bad ``reduction``,
-        ``label_smoothing``, ``z_loss`` or ``softcap``, or both
-        ``chunk_size`` and ``max_memory``.
-    IndexError
-        A class index outside ``[0, V)`` that is not ``ignore_index`` (named
-        in the message), raised before any GEMM.
-
-    Notes
-    -----
-{algorithm}
-
-    Examples
-    --------
-    >>> import numpy as np, fastdl
-    >>> from fastdl._linear_ce import linear_cross_entropy
-    >>> rng = np.random.default_rng(0)
-    >>> x, W = rng.standard_normal((37, 8)), rng.standard_normal((50, 8))
-    >>> target = rng.integers(0, 50, 37)
-    >>> loss = linear_cross_entropy(x, W, target, chunk_size=8)
-    >>> bool(np.isclose(loss, fastdl.cross_entropy(x @ W.T, target)))
-    True
-    """
-    a = _lce_args(x, W, target, b, weight, ignore_index, reduction, label_smoothing, z_loss,
-                  softcap, chunk_size, max_memory)
-    return _forward(a, backend)
-
-
-def linear_cross_entropy_with_grad(x, W, target, *, b=None, weight=None, ignore_index=-100,
-                                   reduction="mean", label_smoothing=0.0, z_loss=0.0,
-                                   softcap=None, chunk_size=None, max_memory=None,
-                                   out=None, accumulate=False, backend=None):
-    """Loss of :func:`linear_cross_entropy` and its gradients, in one chunked pass.
-
-    Parameters
-    ----------
-    x, W, target
-        As for :func:`linear_cross_entropy`.
-{options}
-    out : tuple (dx, dW, db) of ndarray, optional
-        Buffers for the gradients (exact shapes x.shape, (V, H), (V,) and
-        x's dtype; ``db`` None exactly when ``b`` is None; a None entry is
-        allocated), e.g. the parameters' ``.grad`` arrays.  They must not
-        share memory with the inputs or each other.
-    accumulate : bool, default False
-        Add the gradients into ``out`` instead of overwriting it (gradient
-        accumulation over micro-batches); needs ``out``.
-{backend}
-
-    Returns
-    -------
-    loss : scalar of x's dtype, or ndarray (N,) for "none"
-        As :func:`linear_cross_entropy` returns.
-    dx : ndarray, shape of x
-        d loss / d x (of ``loss.sum()`` for "none"); rows of ignored
-        targets are 0.
-    dW : ndarray, shape (V, H)
-    db : ndarray, shape (V,), or None
-        None when ``b`` is None.
-
-    Raises
-    ------
-    TypeError, ValueError, IndexError
-        As for :func:`linear_cross_entropy`; also a wrong ``out`` (its
-        dtype: TypeError; shape, aliasing, or ``accumulate`` without it:
-        ValueError).
-
-    Notes
-    -----
-{algorithm}
+    Threads: while the call runs, NumPy's OpenBLAS is set to one thread
+    and each GEMM is cut into independent parts run at once by a team of
+    as many threads as OpenBLAS had (the caller and pooled threads); the
+    previous count is restored on return.  A GEMM then waits for its
+    threads once instead of once per block of its K dimension, which on
+    a shared machine costs a time slice per wait.  The row kernels run on
+    fastdl's threads (:func:`fastdl.set_num_threads`) between the GEMMs.
+    Without access to OpenBLAS's thread count (another BLAS), every GEMM
+    runs on BLAS's own threads.
 
     Examples
     --------
@@ -1215,12 +1250,49 @@ def linear_cross_entropy_backward(x, W, target, grad_output=1.0, *, b=None, weig
     grad_output : float or ndarray, default 1.0
         Gradient of the final objective with respect to the loss: a scalar
         for "mean"/"sum", shape (N,) (or a scalar) for "none".
-{options}
+    b : ndarray, shape (V,), optional
+        Bias of the projection; omitted means none.
+    weight : ndarray, shape (V,), optional
+        Per-class rescaling weights, as for :func:`fastdl.cross_entropy`.
+    ignore_index : int, default -100
+        Class-index target value whose rows contribute neither loss nor
+        gradient nor (for "mean") denominator; they cost no GEMM work.  Not
+        used with probability targets.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        As for :func:`fastdl.cross_entropy`: "none" gives per-row losses
+        (N,), "sum" their sum, "mean" the sum divided by the summed weight
+        ``weight[target]`` of the rows not ignored (their count without
+        ``weight``; N with probability targets).  "mean" over an empty or
+        all-ignored batch is NaN, "sum" is 0.
+    label_smoothing : float in [0, 1], default 0.0
+        ``(1-ε)·nll + ε/V·Σ_c(-w_c·logp_c)``, as PyTorch.
+    z_loss : float >= 0, default 0.0
+        Adds ``z_loss * lse**2`` per row that counts (not ignored), with
+        ``lse`` the row's logsumexp of the (soft-capped) logits: PaLM's
+        auxiliary loss that keeps the softmax normaliser near 1.  Reduced as
+        the loss is: per row for "none", summed for "sum", and for "mean"
+        divided by the number of rows that count (not weighted by
+        ``weight``, as Liger-Kernel's ``lse_square_scale``; with no class
+        weights that is the loss's own denominator).
+    softcap : float > 0, optional
+        Soft-caps the logits first, ``softcap * tanh(logits / softcap)``
+        (Gemma 2); every other term sees the capped logits.
+    chunk_size : int, optional
+        Rows per chunk.  Default: as many as fit ``max_memory`` (the
+        gradient functions, and the loss of probability targets); for the
+        loss of class indices, the rows of a logits block (default 2048).
+    max_memory : int, optional
+        Budget in bytes for the chunk scratch (default 64 MiB, and at least
+        256 rows when the batch has them; the loss of class indices uses
+        blocks of at most 16 MiB within it); at least one row is always
+        taken.  Give ``chunk_size`` or ``max_memory``, not both.
     out : tuple (dx, dW, db) of ndarray, optional
         As for :func:`linear_cross_entropy_with_grad`.
     accumulate : bool, default False
         As for :func:`linear_cross_entropy_with_grad`.
-{backend}
+    backend : str, optional
+        Backend of the kernels (affine_forward, cross-entropy, logsumexp,
+        softmax); None uses :func:`fastdl.get_backend`.
 
     Returns
     -------
@@ -1237,7 +1309,55 @@ def linear_cross_entropy_backward(x, W, target, grad_output=1.0, *, b=None, weig
 
     Notes
     -----
-{algorithm}
+    The batch is processed in chunks of rows; rows whose target is
+    ``ignore_index`` are dropped first (the others are gathered chunk by
+    chunk; their ``dx`` rows are 0).  Per chunk of ``r`` rows:
+
+    1. the (r, V) logits by one GEMM into the chunk buffer, the bias its C
+       operand (copied into the rows, ``beta = 1``; no pass of its own);
+    2. :func:`fastdl.cross_entropy_with_grad` with ``out=`` the buffer:
+       the loss sum and, in place of the logits, the gradient ``g`` of the
+       summed loss.  The scalar factor of the real gradient
+       (``grad_output``, and 1 / the whole batch's "mean" denominator,
+       computed from the targets before the first GEMM) is applied as the
+       GEMMs' alpha, not as a pass over the chunk; a per-row
+       ``grad_output`` goes into :func:`fastdl.cross_entropy_backward`
+       instead;
+    3. two GEMMs read ``g``: ``dx_chunk = g @ W`` and ``dW += g.T @
+       x_chunk`` (BLAS accumulating in place, ``beta = 1``), and ``db +=
+       g.sum(0)`` one streaming pass.
+
+    So the chunk is written by the GEMM, read and rewritten by the
+    kernel, and read by the two GEMMs and the column sums.
+
+    ``softcap`` and ``z_loss`` add row work, done in sub-blocks of rows
+    (2 MiB) that stay in cache between its passes, so the chunk is still
+    read and written once: the GEMM gives ``u = logits / softcap`` (its
+    alpha), :func:`fastdl.tanh` and a multiply make the capped rows in a
+    sub-block buffer, the kernel replaces them by their gradient, then
+    :func:`fastdl.tanh_backward` (``g·(1 - tanh(u)²)``) writes the chain
+    rule over ``u``; the z-loss takes the sub-block's
+    :func:`fastdl.logsumexp` and :func:`fastdl.softmax` before the kernel
+    and adds ``2·z_loss·lse·softmax`` after it (two NumPy passes, in
+    cache).
+
+    Memory: the (r, V) chunk buffer, up to two 2 MiB sub-block buffers
+    (softcap, z-loss), O(r·H) for gathered rows and the team's partial
+    ``dx`` rows, O(N) per-row scalars.  ``r`` is chosen so they fit
+    ``max_memory`` (64 MiB by default), so the extra memory does not grow
+    with N and the (N, V) logits never exist; the returned gradients are
+    the only O(N·H) and O(V·H) allocations (none with ``out``).  A
+    non-C-contiguous ``W`` is copied once.
+
+    Threads: while the call runs, NumPy's OpenBLAS is set to one thread
+    and each GEMM is cut into independent parts run at once by a team of
+    as many threads as OpenBLAS had (the caller and pooled threads); the
+    previous count is restored on return.  A GEMM then waits for its
+    threads once instead of once per block of its K dimension, which on
+    a shared machine costs a time slice per wait.  The row kernels run on
+    fastdl's threads (:func:`fastdl.set_num_threads`) between the GEMMs.
+    Without access to OpenBLAS's thread count (another BLAS), every GEMM
+    runs on BLAS's own threads.
 
     Examples
     --------
@@ -1254,11 +1374,3 @@ def linear_cross_entropy_backward(x, W, target, grad_output=1.0, *, b=None, weig
     return _grads(a, False, backend)[1:]
 
 
-def _fill_doc(fn, notes):
-    fn.__doc__ = (fn.__doc__.replace("{algorithm}", notes).replace("{options}", _DOC_OPTIONS)
-                  .replace("{backend}", _DOC_BACKEND))
-
-
-_fill_doc(linear_cross_entropy, _NOTES_LOSS)
-_fill_doc(linear_cross_entropy_with_grad, _NOTES_GRAD)
-_fill_doc(linear_cross_entropy_backward, _NOTES_GRAD)

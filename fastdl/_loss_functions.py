@@ -189,74 +189,64 @@ def _with_grad(a, out, backend):
 # docstrings
 # ---------------------------------------------------------------------------
 
-_REDUCTION_DOC = """reduction : {"mean", "sum", "none"}, default "mean"
-        "none": the per-element losses, input's shape.  "sum": their sum.
-        "mean": the sum divided by the number of elements (NaN when there
-        are none)."""
 
-_COMMON_RAISES = """Raises
-    ------
-    TypeError
-        Unsupported or mixed dtypes.
-    ValueError
-        ``input`` and ``target`` shapes differ, an unknown ``reduction``{more}."""
+# ---------------------------------------------------------------------------
+# the losses
+# ---------------------------------------------------------------------------
 
-
-def _loss_doc(summary, params, formula, notes, example, more="", *,
-              input_name="input", params_after_reduction=True, reduction_doc=None):
-    # The extra parameters are listed where the signature has them: before
-    # or after ``reduction`` (numpydoc order = signature order).
-    reduction_doc = reduction_doc or "\n    " + _REDUCTION_DOC
-    before, after = ("", params) if params_after_reduction else (params, "")
-    return f"""{summary}
+def mse_loss(input, target, *, reduction="mean", backend=None):
+    """Mean squared error ``(input - target)**2`` (PyTorch ``mse_loss``).
 
     Parameters
     ----------
-    {input_name} : ndarray
+    input : ndarray
         Predictions, any shape, float32 or float64.
     target : ndarray, shape of input
-        Targets, of the input's dtype.{before}{reduction_doc}{after}
+        Targets, of the input's dtype.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        "none": the per-element losses, input's shape.  "sum": their sum.
+        "mean": the sum divided by the number of elements (NaN when there
+        are none).
     backend : str, optional
         Backend for this call; None uses :func:`fastdl.get_backend`.
 
     Returns
     -------
     loss : scalar of the input's dtype, or ndarray of the input's shape for "none"
-        {formula}
+        Per element ``(input - target)**2``, reduced.
 
-    {_COMMON_RAISES.format(more=more)}
+    Raises
+    ------
+    TypeError
+        Unsupported or mixed dtypes.
+    ValueError
+        ``input`` and ``target`` shapes differ, an unknown ``reduction``.
 
     Notes
     -----
-    {notes}
+    The squared error of the course's linear regression.
 
     Examples
     --------
     >>> import numpy as np, fastdl
-{example}
-"""
+    >>> float(fastdl.mse_loss(np.array([1., 2.]), np.array([0., 0.])))
+    2.5
+    """
+    return _forward(_loss_args("mse_loss", input, target, reduction), backend)
 
 
-def _params_doc(name, params, input_name, params_after_reduction):
-    """The shared middle of the backward / with_grad Parameters sections."""
-    reduction = f"""
-    reduction : str, default "mean"
-        As for :func:`{name}`."""
-    before, after = ("", params) if params_after_reduction else (params, "")
-    return f"""{input_name}, target : ndarray
-        As for :func:`{name}`.{before}{reduction}{after}"""
-
-
-def _backward_doc(name, params, formula, example, more="", *, input_name="input",
-                  params_after_reduction=True):
-    return f"""Gradient of :func:`{name}` with respect to ``{input_name}``.
+def mse_loss_backward(grad_output, input, target, *, reduction="mean", out=None, backend=None):
+    """Gradient of :func:`mse_loss` with respect to ``input``.
 
     Parameters
     ----------
     grad_output : float or ndarray
         Gradient of the objective with respect to the loss: a scalar for
         "mean"/"sum", a scalar or an array of the input's shape for "none".
-    {_params_doc(name, params, input_name, params_after_reduction)}
+    input, target : ndarray
+        As for :func:`mse_loss`.
+    reduction : str, default "mean"
+        As for :func:`mse_loss`.
     out : ndarray, optional
         Buffer of the input's shape and dtype; may be ``input`` (in place).
     backend : str, optional
@@ -265,174 +255,403 @@ def _backward_doc(name, params, formula, example, more="", *, input_name="input"
     Returns
     -------
     dinput : ndarray, shape of input
-        {formula}, times ``grad_output`` (divided by the element count for "mean").
+        ``2 * (input - target)``, times ``grad_output`` (divided by the element count for "mean").
 
-    {_COMMON_RAISES.format(more=more + ", a ``grad_output`` of the wrong shape, a wrong ``out``")}
+    Raises
+    ------
+    TypeError
+        Unsupported or mixed dtypes.
+    ValueError
+        ``input`` and ``target`` shapes differ, an unknown ``reduction``, a ``grad_output`` of
+        the wrong shape, a wrong ``out``.
 
     Examples
     --------
     >>> import numpy as np, fastdl
-{example}
-"""
+    >>> fastdl.mse_loss_backward(1.0, np.array([1., 2.]), np.array([0., 0.]))
+    array([1., 2.])
+    """
+    return _backward(_loss_args("mse_loss", input, target, reduction), grad_output, out, backend)
 
 
-def _with_grad_doc(name, params="", *, input_name="input", params_after_reduction=True):
-    return f"""Loss and gradient of :func:`{name}` in one call.
+def mse_loss_with_grad(input, target, *, reduction="mean", out=None, backend=None):
+    """Loss and gradient of :func:`mse_loss` in one call.
 
-    Takes the arguments of :func:`{name}`, plus ``out`` (a buffer for the
-    gradient, may be ``{input_name}``).  Returns ``(loss, d{input_name})``, the
+    Takes the arguments of :func:`mse_loss`, plus ``out`` (a buffer for the
+    gradient, may be ``input``).  Returns ``(loss, dinput)``, the
     gradient being that of ``loss`` (of ``loss.sum()`` for "none").
 
     Parameters
     ----------
-    {_params_doc(name, params, input_name, params_after_reduction)}
+    input, target : ndarray
+        As for :func:`mse_loss`.
+    reduction : str, default "mean"
+        As for :func:`mse_loss`.
     out : ndarray, optional
         Buffer for the gradient, of the input's shape and dtype; may be
-        ``{input_name}`` (overwritten with the gradient).
+        ``input`` (overwritten with the gradient).
     backend : str, optional
         Backend for this call; None uses :func:`fastdl.get_backend`.
 
     Returns
     -------
     loss : scalar of the input's dtype, or ndarray of the input's shape for "none"
-        As :func:`{name}` returns it.
-    d{input_name} : ndarray, shape of {input_name}
-        As :func:`{name}_backward` returns it for ``grad_output=1``.
+        As :func:`mse_loss` returns it.
+    dinput : ndarray, shape of input
+        As :func:`mse_loss_backward` returns it for ``grad_output=1``.
     """
-
-
-# ---------------------------------------------------------------------------
-# the losses
-# ---------------------------------------------------------------------------
-
-def mse_loss(input, target, *, reduction="mean", backend=None):
-    return _forward(_loss_args("mse_loss", input, target, reduction), backend)
-
-
-def mse_loss_backward(grad_output, input, target, *, reduction="mean", out=None, backend=None):
-    return _backward(_loss_args("mse_loss", input, target, reduction), grad_output, out, backend)
-
-
-def mse_loss_with_grad(input, target, *, reduction="mean", out=None, backend=None):
     return _with_grad(_loss_args("mse_loss", input, target, reduction), out, backend)
 
 
-mse_loss.__doc__ = _loss_doc(
-    "Mean squared error ``(input - target)**2`` (PyTorch ``mse_loss``).", "",
-    "Per element ``(input - target)**2``, reduced.",
-    "The squared error of the course's linear regression.",
-    "    >>> float(fastdl.mse_loss(np.array([1., 2.]), np.array([0., 0.])))\n    2.5",
-)
-mse_loss_backward.__doc__ = _backward_doc(
-    "mse_loss", "", "``2 * (input - target)``",
-    "    >>> fastdl.mse_loss_backward(1.0, np.array([1., 2.]), np.array([0., 0.]))\n"
-    "    array([1., 2.])",
-)
-mse_loss_with_grad.__doc__ = _with_grad_doc("mse_loss")
-
-
 def l1_loss(input, target, *, reduction="mean", backend=None):
+    """Mean absolute error ``|input - target|`` (PyTorch ``l1_loss``).
+
+    Parameters
+    ----------
+    input : ndarray
+        Predictions, any shape, float32 or float64.
+    target : ndarray, shape of input
+        Targets, of the input's dtype.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        "none": the per-element losses, input's shape.  "sum": their sum.
+        "mean": the sum divided by the number of elements (NaN when there
+        are none).
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    loss : scalar of the input's dtype, or ndarray of the input's shape for "none"
+        Per element ``|input - target|``, reduced.
+
+    Raises
+    ------
+    TypeError
+        Unsupported or mixed dtypes.
+    ValueError
+        ``input`` and ``target`` shapes differ, an unknown ``reduction``.
+
+    Notes
+    -----
+    Robust to outliers; its gradient has constant size (the course's MAE).
+
+    Examples
+    --------
+    >>> import numpy as np, fastdl
+    >>> float(fastdl.l1_loss(np.array([1., -3.]), np.array([0., 0.])))
+    2.0
+    """
     return _forward(_loss_args("l1_loss", input, target, reduction), backend)
 
 
 def l1_loss_backward(grad_output, input, target, *, reduction="mean", out=None, backend=None):
+    """Gradient of :func:`l1_loss` with respect to ``input``.
+
+    Parameters
+    ----------
+    grad_output : float or ndarray
+        Gradient of the objective with respect to the loss: a scalar for
+        "mean"/"sum", a scalar or an array of the input's shape for "none".
+    input, target : ndarray
+        As for :func:`l1_loss`.
+    reduction : str, default "mean"
+        As for :func:`l1_loss`.
+    out : ndarray, optional
+        Buffer of the input's shape and dtype; may be ``input`` (in place).
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    dinput : ndarray, shape of input
+        ``sign(input - target)`` (0 where they are equal), times ``grad_output`` (divided by the
+        element count for "mean").
+
+    Raises
+    ------
+    TypeError
+        Unsupported or mixed dtypes.
+    ValueError
+        ``input`` and ``target`` shapes differ, an unknown ``reduction``, a ``grad_output`` of
+        the wrong shape, a wrong ``out``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastdl
+    >>> fastdl.l1_loss_backward(1.0, np.array([1., -3., 0.]), np.zeros(3), reduction='sum')
+    array([ 1., -1.,  0.])
+    """
     return _backward(_loss_args("l1_loss", input, target, reduction), grad_output, out, backend)
 
 
 def l1_loss_with_grad(input, target, *, reduction="mean", out=None, backend=None):
+    """Loss and gradient of :func:`l1_loss` in one call.
+
+    Takes the arguments of :func:`l1_loss`, plus ``out`` (a buffer for the
+    gradient, may be ``input``).  Returns ``(loss, dinput)``, the
+    gradient being that of ``loss`` (of ``loss.sum()`` for "none").
+
+    Parameters
+    ----------
+    input, target : ndarray
+        As for :func:`l1_loss`.
+    reduction : str, default "mean"
+        As for :func:`l1_loss`.
+    out : ndarray, optional
+        Buffer for the gradient, of the input's shape and dtype; may be
+        ``input`` (overwritten with the gradient).
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    loss : scalar of the input's dtype, or ndarray of the input's shape for "none"
+        As :func:`l1_loss` returns it.
+    dinput : ndarray, shape of input
+        As :func:`l1_loss_backward` returns it for ``grad_output=1``.
+    """
     return _with_grad(_loss_args("l1_loss", input, target, reduction), out, backend)
 
 
-l1_loss.__doc__ = _loss_doc(
-    "Mean absolute error ``|input - target|`` (PyTorch ``l1_loss``).", "",
-    "Per element ``|input - target|``, reduced.",
-    "Robust to outliers; its gradient has constant size (the course's MAE).",
-    "    >>> float(fastdl.l1_loss(np.array([1., -3.]), np.array([0., 0.])))\n    2.0",
-)
-l1_loss_backward.__doc__ = _backward_doc(
-    "l1_loss", "", "``sign(input - target)`` (0 where they are equal)",
-    "    >>> fastdl.l1_loss_backward(1.0, np.array([1., -3., 0.]), np.zeros(3), reduction='sum')\n"
-    "    array([ 1., -1.,  0.])",
-)
-l1_loss_with_grad.__doc__ = _with_grad_doc("l1_loss")
-
-
-_DELTA_DOC = """
-    delta : float, default 1.0
-        Where the loss turns from quadratic to linear; > 0."""
-
-
 def huber_loss(input, target, *, reduction="mean", delta=1.0, backend=None):
+    """Huber loss (PyTorch ``huber_loss``).
+
+    Parameters
+    ----------
+    input : ndarray
+        Predictions, any shape, float32 or float64.
+    target : ndarray, shape of input
+        Targets, of the input's dtype.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        "none": the per-element losses, input's shape.  "sum": their sum.
+        "mean": the sum divided by the number of elements (NaN when there
+        are none).
+    delta : float, default 1.0
+        Where the loss turns from quadratic to linear; > 0.
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    loss : scalar of the input's dtype, or ndarray of the input's shape for "none"
+        Per element ``0.5 d**2`` if ``|d| <= delta`` else ``delta (|d| - delta/2)``, d = input -
+        target.
+
+    Raises
+    ------
+    TypeError
+        Unsupported or mixed dtypes.
+    ValueError
+        ``input`` and ``target`` shapes differ, an unknown ``reduction``, a ``delta`` that is
+        not > 0.
+
+    Notes
+    -----
+    Quadratic near the target, linear far from it: MSE's convergence with
+    MAE's robustness (Huber, "Robust Estimation of a Location Parameter",
+    Ann. Math. Statist. 35, 1964).
+
+    Examples
+    --------
+    >>> import numpy as np, fastdl
+    >>> float(fastdl.huber_loss(np.array([0.5, 3.]), np.zeros(2), reduction='sum'))
+    2.625
+    """
     delta = _finite_float(delta, "delta", positive=True)
     return _forward(_loss_args("huber_loss", input, target, reduction, options=(delta,)), backend)
 
 
 def huber_loss_backward(grad_output, input, target, *, reduction="mean", delta=1.0, out=None,
                         backend=None):
+    """Gradient of :func:`huber_loss` with respect to ``input``.
+
+    Parameters
+    ----------
+    grad_output : float or ndarray
+        Gradient of the objective with respect to the loss: a scalar for
+        "mean"/"sum", a scalar or an array of the input's shape for "none".
+    input, target : ndarray
+        As for :func:`huber_loss`.
+    reduction : str, default "mean"
+        As for :func:`huber_loss`.
+    delta : float, default 1.0
+        Where the loss turns from quadratic to linear; > 0.
+    out : ndarray, optional
+        Buffer of the input's shape and dtype; may be ``input`` (in place).
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    dinput : ndarray, shape of input
+        ``clip(input - target, -delta, delta)``, times ``grad_output`` (divided by the element
+        count for "mean").
+
+    Raises
+    ------
+    TypeError
+        Unsupported or mixed dtypes.
+    ValueError
+        ``input`` and ``target`` shapes differ, an unknown ``reduction``, a ``delta`` that is
+        not > 0, a ``grad_output`` of the wrong shape, a wrong ``out``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastdl
+    >>> fastdl.huber_loss_backward(1.0, np.array([0.5, 3.]), np.zeros(2), reduction='sum')
+    array([0.5, 1. ])
+    """
     delta = _finite_float(delta, "delta", positive=True)
     a = _loss_args("huber_loss", input, target, reduction, options=(delta,))
     return _backward(a, grad_output, out, backend)
 
 
 def huber_loss_with_grad(input, target, *, reduction="mean", delta=1.0, out=None, backend=None):
+    """Loss and gradient of :func:`huber_loss` in one call.
+
+    Takes the arguments of :func:`huber_loss`, plus ``out`` (a buffer for the
+    gradient, may be ``input``).  Returns ``(loss, dinput)``, the
+    gradient being that of ``loss`` (of ``loss.sum()`` for "none").
+
+    Parameters
+    ----------
+    input, target : ndarray
+        As for :func:`huber_loss`.
+    reduction : str, default "mean"
+        As for :func:`huber_loss`.
+    delta : float, default 1.0
+        Where the loss turns from quadratic to linear; > 0.
+    out : ndarray, optional
+        Buffer for the gradient, of the input's shape and dtype; may be
+        ``input`` (overwritten with the gradient).
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    loss : scalar of the input's dtype, or ndarray of the input's shape for "none"
+        As :func:`huber_loss` returns it.
+    dinput : ndarray, shape of input
+        As :func:`huber_loss_backward` returns it for ``grad_output=1``.
+    """
     delta = _finite_float(delta, "delta", positive=True)
     a = _loss_args("huber_loss", input, target, reduction, options=(delta,))
     return _with_grad(a, out, backend)
 
 
-huber_loss.__doc__ = _loss_doc(
-    "Huber loss (PyTorch ``huber_loss``).", _DELTA_DOC,
-    "Per element ``0.5 d**2`` if ``|d| <= delta`` else ``delta (|d| - delta/2)``, d = input - target.",
-    "Quadratic near the target, linear far from it: MSE's convergence with\n"
-    "    MAE's robustness (Huber, \"Robust Estimation of a Location Parameter\",\n"
-    "    Ann. Math. Statist. 35, 1964).",
-    "    >>> float(fastdl.huber_loss(np.array([0.5, 3.]), np.zeros(2), reduction='sum'))\n    2.625",
-    more=", a ``delta`` that is not > 0",
-)
-huber_loss_backward.__doc__ = _backward_doc(
-    "huber_loss", _DELTA_DOC, "``clip(input - target, -delta, delta)``",
-    "    >>> fastdl.huber_loss_backward(1.0, np.array([0.5, 3.]), np.zeros(2), reduction='sum')\n"
-    "    array([0.5, 1. ])",
-    more=", a ``delta`` that is not > 0",
-)
-huber_loss_with_grad.__doc__ = _with_grad_doc("huber_loss", _DELTA_DOC)
-
-
 def log_cosh_loss(input, target, *, reduction="mean", backend=None):
+    """Log-cosh loss ``log(cosh(input - target))`` (no PyTorch equivalent).
+
+    Parameters
+    ----------
+    input : ndarray
+        Predictions, any shape, float32 or float64.
+    target : ndarray, shape of input
+        Targets, of the input's dtype.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        "none": the per-element losses, input's shape.  "sum": their sum.
+        "mean": the sum divided by the number of elements (NaN when there
+        are none).
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    loss : scalar of the input's dtype, or ndarray of the input's shape for "none"
+        Per element ``log(cosh(input - target))``, reduced.
+
+    Raises
+    ------
+    TypeError
+        Unsupported or mixed dtypes.
+    ValueError
+        ``input`` and ``target`` shapes differ, an unknown ``reduction``.
+
+    Notes
+    -----
+    For |d| <= 1 the kernels use ``log1p(2 sinh(d/2)**2)`` (exact rewrite of
+    cosh(d) - 1, full relative accuracy near 0), beyond it
+    ``|d| + log1p(exp(-2|d|)) - log 2``, which never overflows:
+    ``log_cosh_loss(1000, 0) == 1000 - log 2``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastdl
+    >>> import math
+    >>> float(fastdl.log_cosh_loss(np.array([1000.]), np.array([0.]))) == 1000 - math.log(2)
+    True
+    """
     return _forward(_loss_args("log_cosh_loss", input, target, reduction), backend)
 
 
 def log_cosh_loss_backward(grad_output, input, target, *, reduction="mean", out=None,
                            backend=None):
+    """Gradient of :func:`log_cosh_loss` with respect to ``input``.
+
+    Parameters
+    ----------
+    grad_output : float or ndarray
+        Gradient of the objective with respect to the loss: a scalar for
+        "mean"/"sum", a scalar or an array of the input's shape for "none".
+    input, target : ndarray
+        As for :func:`log_cosh_loss`.
+    reduction : str, default "mean"
+        As for :func:`log_cosh_loss`.
+    out : ndarray, optional
+        Buffer of the input's shape and dtype; may be ``input`` (in place).
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    dinput : ndarray, shape of input
+        ``tanh(input - target)``, times ``grad_output`` (divided by the element count for "mean").
+
+    Raises
+    ------
+    TypeError
+        Unsupported or mixed dtypes.
+    ValueError
+        ``input`` and ``target`` shapes differ, an unknown ``reduction``, a ``grad_output`` of
+        the wrong shape, a wrong ``out``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastdl
+    >>> fastdl.log_cosh_loss_backward(1.0, np.array([0., 1000.]), np.zeros(2), reduction='sum')
+    array([0., 1.])
+    """
     a = _loss_args("log_cosh_loss", input, target, reduction)
     return _backward(a, grad_output, out, backend)
 
 
 def log_cosh_loss_with_grad(input, target, *, reduction="mean", out=None, backend=None):
+    """Loss and gradient of :func:`log_cosh_loss` in one call.
+
+    Takes the arguments of :func:`log_cosh_loss`, plus ``out`` (a buffer for the
+    gradient, may be ``input``).  Returns ``(loss, dinput)``, the
+    gradient being that of ``loss`` (of ``loss.sum()`` for "none").
+
+    Parameters
+    ----------
+    input, target : ndarray
+        As for :func:`log_cosh_loss`.
+    reduction : str, default "mean"
+        As for :func:`log_cosh_loss`.
+    out : ndarray, optional
+        Buffer for the gradient, of the input's shape and dtype; may be
+        ``input`` (overwritten with the gradient).
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    loss : scalar of the input's dtype, or ndarray of the input's shape for "none"
+        As :func:`log_cosh_loss` returns it.
+    dinput : ndarray, shape of input
+        As :func:`log_cosh_loss_backward` returns it for ``grad_output=1``.
+    """
     return _with_grad(_loss_args("log_cosh_loss", input, target, reduction), out, backend)
-
-
-log_cosh_loss.__doc__ = _loss_doc(
-    "Log-cosh loss ``log(cosh(input - target))`` (no PyTorch equivalent).", "",
-    "Per element ``log(cosh(input - target))``, reduced.",
-    "For |d| <= 1 the kernels use ``log1p(2 sinh(d/2)**2)`` (exact rewrite of\n"
-    "    cosh(d) - 1, full relative accuracy near 0), beyond it\n"
-    "    ``|d| + log1p(exp(-2|d|)) - log 2``, which never overflows:\n"
-    "    ``log_cosh_loss(1000, 0) == 1000 - log 2``.",
-    "    >>> import math\n    >>> float(fastdl.log_cosh_loss(np.array([1000.]), np.array([0.]))) == 1000 - math.log(2)\n"
-    "    True",
-)
-log_cosh_loss_backward.__doc__ = _backward_doc(
-    "log_cosh_loss", "", "``tanh(input - target)``",
-    "    >>> fastdl.log_cosh_loss_backward(1.0, np.array([0., 1000.]), np.zeros(2), reduction='sum')\n"
-    "    array([0., 1.])",
-)
-log_cosh_loss_with_grad.__doc__ = _with_grad_doc("log_cosh_loss")
-
-
-_KL_PARAMS = """
-    log_target : bool, default False
-        Whether ``target`` holds log-probabilities."""
 
 
 def _kl_args(input, target, reduction, log_target):
@@ -441,52 +660,127 @@ def _kl_args(input, target, reduction, log_target):
 
 
 def kl_div(input, target, *, reduction="mean", log_target=False, backend=None):
+    """Kullback-Leibler divergence ``KL(target || exp(input))`` (PyTorch ``kl_div``).
+
+    Parameters
+    ----------
+    input : ndarray
+        Predictions, any shape, float32 or float64.
+    target : ndarray, shape of input
+        Targets, of the input's dtype.
+    reduction : {"mean", "batchmean", "sum", "none"}, default "mean"
+        As below; "batchmean" divides the sum by ``input.shape[0]`` (by 1
+        for a 0-d input), which is the true KL divergence per sample.
+        PyTorch's default "mean" divides by the element count instead.
+    log_target : bool, default False
+        Whether ``target`` holds log-probabilities.
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    loss : scalar of the input's dtype, or ndarray of the input's shape for "none"
+        Per element ``p * (log p - input)`` (``exp(t) * (t - input)`` with
+        ``log_target``), reduced.
+
+    Raises
+    ------
+    TypeError
+        Unsupported or mixed dtypes.
+    ValueError
+        ``input`` and ``target`` shapes differ, an unknown ``reduction``.
+
+    Notes
+    -----
+    ``input`` holds log-probabilities log q.  A zero target contributes 0
+    (PyTorch's ``xlogy`` rule ``0 * log 0 = 0``), except that ``0 * input`` is
+    NaN where input is -inf or NaN, as in PyTorch.  KL(p || q) >= 0 with
+    equality iff p == q (Gibbs' inequality; Cover & Thomas, *Elements of
+    Information Theory*, 2nd ed., Thm. 2.6.3).
+
+    Examples
+    --------
+    >>> import numpy as np, fastdl
+    >>> p = np.array([[0.5, 0.5]]); logq = np.log([[0.25, 0.75]])
+    >>> round(float(fastdl.kl_div(logq, p, reduction='batchmean')), 6)
+    0.143841
+    """
     return _forward(_kl_args(input, target, reduction, log_target), backend)
 
 
 def kl_div_backward(grad_output, input, target, *, reduction="mean", log_target=False,
                     out=None, backend=None):
+    """Gradient of :func:`kl_div` with respect to ``input``.
+
+    Parameters
+    ----------
+    grad_output : float or ndarray
+        Gradient of the objective with respect to the loss: a scalar for
+        "mean"/"sum", a scalar or an array of the input's shape for "none".
+    input, target : ndarray
+        As for :func:`kl_div`.
+    reduction : str, default "mean"
+        As for :func:`kl_div`.
+    log_target : bool, default False
+        Whether ``target`` holds log-probabilities.
+    out : ndarray, optional
+        Buffer of the input's shape and dtype; may be ``input`` (in place).
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    dinput : ndarray, shape of input
+        ``-target`` (``-exp(target)`` with ``log_target``), times ``grad_output`` (divided by
+        the element count for "mean").
+
+    Raises
+    ------
+    TypeError
+        Unsupported or mixed dtypes.
+    ValueError
+        ``input`` and ``target`` shapes differ, an unknown ``reduction``, a ``grad_output`` of
+        the wrong shape, a wrong ``out``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastdl
+    >>> fastdl.kl_div_backward(1.0, np.log([0.25, 0.75]), np.array([0.5, 0.5]), reduction='sum')
+    array([-0.5, -0.5])
+    """
     return _backward(_kl_args(input, target, reduction, log_target), grad_output, out, backend)
 
 
 def kl_div_with_grad(input, target, *, reduction="mean", log_target=False, out=None,
                      backend=None):
+    """Loss and gradient of :func:`kl_div` in one call.
+
+    Takes the arguments of :func:`kl_div`, plus ``out`` (a buffer for the
+    gradient, may be ``input``).  Returns ``(loss, dinput)``, the
+    gradient being that of ``loss`` (of ``loss.sum()`` for "none").
+
+    Parameters
+    ----------
+    input, target : ndarray
+        As for :func:`kl_div`.
+    reduction : str, default "mean"
+        As for :func:`kl_div`.
+    log_target : bool, default False
+        Whether ``target`` holds log-probabilities.
+    out : ndarray, optional
+        Buffer for the gradient, of the input's shape and dtype; may be
+        ``input`` (overwritten with the gradient).
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    loss : scalar of the input's dtype, or ndarray of the input's shape for "none"
+        As :func:`kl_div` returns it.
+    dinput : ndarray, shape of input
+        As :func:`kl_div_backward` returns it for ``grad_output=1``.
+    """
     return _with_grad(_kl_args(input, target, reduction, log_target), out, backend)
-
-
-kl_div.__doc__ = _loss_doc(
-    "Kullback-Leibler divergence ``KL(target || exp(input))`` (PyTorch ``kl_div``).",
-    _KL_PARAMS,
-    "Per element ``p * (log p - input)`` (``exp(t) * (t - input)`` with\n"
-    "        ``log_target``), reduced.",
-    "``input`` holds log-probabilities log q.  A zero target contributes 0\n"
-    "    (PyTorch's ``xlogy`` rule ``0 * log 0 = 0``), except that ``0 * input`` is\n"
-    "    NaN where input is -inf or NaN, as in PyTorch.  KL(p || q) >= 0 with\n"
-    "    equality iff p == q (Gibbs' inequality; Cover & Thomas, *Elements of\n"
-    "    Information Theory*, 2nd ed., Thm. 2.6.3).",
-    "    >>> p = np.array([[0.5, 0.5]]); logq = np.log([[0.25, 0.75]])\n"
-    "    >>> round(float(fastdl.kl_div(logq, p, reduction='batchmean')), 6)\n"
-    "    0.143841",
-    reduction_doc="""
-    reduction : {"mean", "batchmean", "sum", "none"}, default "mean"
-        As below; "batchmean" divides the sum by ``input.shape[0]`` (by 1
-        for a 0-d input), which is the true KL divergence per sample.
-        PyTorch's default "mean" divides by the element count instead.""",
-)
-kl_div_backward.__doc__ = _backward_doc(
-    "kl_div", _KL_PARAMS, "``-target`` (``-exp(target)`` with ``log_target``)",
-    "    >>> fastdl.kl_div_backward(1.0, np.log([0.25, 0.75]), np.array([0.5, 0.5]), reduction='sum')\n"
-    "    array([-0.5, -0.5])",
-)
-kl_div_with_grad.__doc__ = _with_grad_doc("kl_div", _KL_PARAMS)
-
-
-_BCE_PARAMS = """
-    weight : ndarray, optional
-        Per-element rescaling, broadcastable to the input's shape.
-    pos_weight : ndarray, optional
-        Weight of the positive term, broadcastable to the input's shape
-        (typically (C,) for input (N, C))."""
 
 
 def _bce_args(logits, target, weight, pos_weight, reduction):
@@ -496,12 +790,100 @@ def _bce_args(logits, target, weight, pos_weight, reduction):
 
 def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=None,
                                      reduction="mean", backend=None):
+    """Binary cross-entropy on logits (PyTorch ``binary_cross_entropy_with_logits``).
+
+    Parameters
+    ----------
+    logits : ndarray
+        Predictions, any shape, float32 or float64.
+    target : ndarray, shape of input
+        Targets, of the input's dtype.
+    weight : ndarray, optional
+        Per-element rescaling, broadcastable to the input's shape.
+    pos_weight : ndarray, optional
+        Weight of the positive term, broadcastable to the input's shape
+        (typically (C,) for input (N, C)).
+    reduction : {"mean", "sum", "none"}, default "mean"
+        "none": the per-element losses, input's shape.  "sum": their sum.
+        "mean": the sum divided by the number of elements (NaN when there
+        are none).
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    loss : scalar of the input's dtype, or ndarray of the input's shape for "none"
+        Per element ``-w (pw t log sigma(x) + (1 - t) log sigma(-x))``, reduced.
+
+    Raises
+    ------
+    TypeError
+        Unsupported or mixed dtypes.
+    ValueError
+        ``input`` and ``target`` shapes differ, an unknown ``reduction``,
+        ``weight``/``pos_weight`` that do not broadcast.
+
+    Notes
+    -----
+    Computed as ``w ((1 - t) x + (1 + (pw - 1) t) softplus(-x))`` with the
+    overflow-free softplus, i.e. ``log sigma(x) = -softplus(-x)``: finite for
+    every finite logit (a logit of -1000 with target 1 costs 1000, not inf).
+    ``logits`` is the first positional argument (PyTorch calls it ``input``).
+
+    Examples
+    --------
+    >>> import numpy as np, fastdl
+    >>> float(fastdl.binary_cross_entropy_with_logits(np.array([-1000.]), np.array([1.])))
+    1000.0
+    """
     return _forward(_bce_args(logits, target, weight, pos_weight, reduction), backend)
 
 
 def binary_cross_entropy_with_logits_backward(grad_output, logits, target, *, weight=None,
                                               pos_weight=None, reduction="mean", out=None,
                                               backend=None):
+    """Gradient of :func:`binary_cross_entropy_with_logits` with respect to ``logits``.
+
+    Parameters
+    ----------
+    grad_output : float or ndarray
+        Gradient of the objective with respect to the loss: a scalar for
+        "mean"/"sum", a scalar or an array of the input's shape for "none".
+    logits, target : ndarray
+        As for :func:`binary_cross_entropy_with_logits`.
+    weight : ndarray, optional
+        Per-element rescaling, broadcastable to the input's shape.
+    pos_weight : ndarray, optional
+        Weight of the positive term, broadcastable to the input's shape
+        (typically (C,) for input (N, C)).
+    reduction : str, default "mean"
+        As for :func:`binary_cross_entropy_with_logits`.
+    out : ndarray, optional
+        Buffer of the input's shape and dtype; may be ``input`` (in place).
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    dinput : ndarray, shape of input
+        ``w ((1 - t) - (1 + (pw - 1) t) sigma(-x))`` (``w (sigma(x) - t)`` without pos_weight),
+        times ``grad_output`` (divided by the element count for "mean").
+
+    Raises
+    ------
+    TypeError
+        Unsupported or mixed dtypes.
+    ValueError
+        ``input`` and ``target`` shapes differ, an unknown ``reduction``,
+        ``weight``/``pos_weight`` that do not broadcast, a ``grad_output`` of the wrong shape, a
+        wrong ``out``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastdl
+    >>> fastdl.binary_cross_entropy_with_logits_backward(1.0, np.zeros(2), np.array([0., 1.]))
+    array([ 0.25, -0.25])
+    """
     a = _bce_args(logits, target, weight, pos_weight, reduction)
     return _backward(a, grad_output, out, backend)
 
@@ -509,33 +891,37 @@ def binary_cross_entropy_with_logits_backward(grad_output, logits, target, *, we
 def binary_cross_entropy_with_logits_with_grad(logits, target, *, weight=None,
                                                pos_weight=None, reduction="mean", out=None,
                                                backend=None):
+    """Loss and gradient of :func:`binary_cross_entropy_with_logits` in one call.
+
+    Takes the arguments of :func:`binary_cross_entropy_with_logits`, plus ``out`` (a buffer for the
+    gradient, may be ``logits``).  Returns ``(loss, dlogits)``, the
+    gradient being that of ``loss`` (of ``loss.sum()`` for "none").
+
+    Parameters
+    ----------
+    logits, target : ndarray
+        As for :func:`binary_cross_entropy_with_logits`.
+    weight : ndarray, optional
+        Per-element rescaling, broadcastable to the input's shape.
+    pos_weight : ndarray, optional
+        Weight of the positive term, broadcastable to the input's shape
+        (typically (C,) for input (N, C)).
+    reduction : str, default "mean"
+        As for :func:`binary_cross_entropy_with_logits`.
+    out : ndarray, optional
+        Buffer for the gradient, of the input's shape and dtype; may be
+        ``logits`` (overwritten with the gradient).
+    backend : str, optional
+        Backend for this call; None uses :func:`fastdl.get_backend`.
+
+    Returns
+    -------
+    loss : scalar of the input's dtype, or ndarray of the input's shape for "none"
+        As :func:`binary_cross_entropy_with_logits` returns it.
+    dlogits : ndarray, shape of logits
+        As :func:`binary_cross_entropy_with_logits_backward` returns it for ``grad_output=1``.
+    """
     return _with_grad(_bce_args(logits, target, weight, pos_weight, reduction), out, backend)
-
-
-binary_cross_entropy_with_logits.__doc__ = _loss_doc(
-    "Binary cross-entropy on logits (PyTorch ``binary_cross_entropy_with_logits``).",
-    _BCE_PARAMS,
-    "Per element ``-w (pw t log sigma(x) + (1 - t) log sigma(-x))``, reduced.",
-    "Computed as ``w ((1 - t) x + (1 + (pw - 1) t) softplus(-x))`` with the\n"
-    "    overflow-free softplus, i.e. ``log sigma(x) = -softplus(-x)``: finite for\n"
-    "    every finite logit (a logit of -1000 with target 1 costs 1000, not inf).\n"
-    "    ``logits`` is the first positional argument (PyTorch calls it ``input``).",
-    "    >>> float(fastdl.binary_cross_entropy_with_logits(np.array([-1000.]), np.array([1.])))\n"
-    "    1000.0",
-    more=", ``weight``/``pos_weight`` that do not broadcast",
-    input_name="logits", params_after_reduction=False,
-)
-binary_cross_entropy_with_logits_backward.__doc__ = _backward_doc(
-    "binary_cross_entropy_with_logits", _BCE_PARAMS,
-    "``w ((1 - t) - (1 + (pw - 1) t) sigma(-x))`` (``w (sigma(x) - t)`` without pos_weight)",
-    "    >>> fastdl.binary_cross_entropy_with_logits_backward(1.0, np.zeros(2), np.array([0., 1.]))\n"
-    "    array([ 0.25, -0.25])",
-    more=", ``weight``/``pos_weight`` that do not broadcast",
-    input_name="logits", params_after_reduction=False,
-)
-binary_cross_entropy_with_logits_with_grad.__doc__ = _with_grad_doc(
-    "binary_cross_entropy_with_logits", _BCE_PARAMS, input_name="logits",
-    params_after_reduction=False)
 
 
 # ---------------------------------------------------------------------------
