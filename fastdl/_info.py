@@ -85,12 +85,11 @@ def _cython_info(cy) -> dict[str, str]:
 def _loops_isa() -> str:
     """Which build of the elementwise and optimizer modules is loaded."""
     try:
-        from .backends.cython import elementwise, optim
+        from .backends.cython import _select, elementwise, optim
     except ImportError as exc:
         return f"not loaded ({exc})"
     isas = {elementwise._cy.ISA, optim._cy.ISA}
-    note = " (FASTDL_CYTHON_ISA=baseline)" if os.environ.get(
-        "FASTDL_CYTHON_ISA", "").strip().lower() == "baseline" else ""
+    note = " (FASTDL_CYTHON_ISA=baseline)" if _select.isa_choice() == "baseline" else ""
     return ", ".join(sorted(isas)) + note
 
 
