@@ -71,6 +71,7 @@ def test_ddp_two_processes_match_one(tmp_path):
                 p.communicate()
     for r, (p, text) in enumerate(zip(ranks, outputs)):
         assert p.returncode == 0, f"rank {r} failed:\n{text}"
+        assert f"rank {r}: trained, saved, process group destroyed" in text, text
 
     ddp = np.load(out)
     losses, params = _load(worker).train()
