@@ -13,11 +13,11 @@
 # inlines them into each op's loop.  The formulas are the reference's
 # (fastdl/backends/numpy/elementwise.py), each stability trick explained
 # where it is made.  libc's functions are reached as `math.<name>` so none
-# of them can clash with an op (tanh).  exp, expm1, log1p and tanh are
+# of them can clash with an op (tanh).  exp, expm1, log1p, tanh and erf are
 # fastdl's own (kernels/_fastexp.h: branch-free arithmetic within 1.3 ulp,
 # exact at the special values, the algorithms of the Numba scalars), which
-# gcc can vectorise where a libm call would keep the loop scalar; erf and
-# log remain libm's.
+# gcc can vectorise where a libm call would keep the loop scalar; log
+# remains libm's.
 
 from libc cimport math
 
@@ -26,6 +26,7 @@ cdef extern from "_fastexp.h" nogil:
     double fastdl_expm1(double x)
     double fastdl_log1p(double x)
     double fastdl_tanh(double x)
+    double fastdl_erf(double x)
 
 
 # ------------------------------------------------------------ shared helpers
@@ -186,7 +187,7 @@ cdef inline double gelu_fwd(double x, double tanh_form,
     # overflowing to inf only saturates tanh, so neither form overflows.
     if tanh_form != 0.0:
         return 0.5 * x * (1.0 + fastdl_tanh(_gelu_inner(x)))
-    return 0.5 * x * (1.0 + math.erf(x * _sqrt_half()))
+    return 0.5 * x * (1.0 + fastdl_erf(x * _sqrt_half()))
 
 
 cdef inline double gelu_bwd(double dy, double x, double tanh_form,
@@ -203,7 +204,7 @@ cdef inline double gelu_bwd(double dy, double x, double tanh_form,
             return dy * left
         inner_d = _sqrt_2_over_pi() * (1.0 + 3.0 * _gelu_cubic() * x * x)
         return dy * (left + half_x * _sech2(inner) * inner_d)
-    cdf = 0.5 * (1.0 + math.erf(x * _sqrt_half()))
+    cdf = 0.5 * (1.0 + fastdl_erf(x * _sqrt_half()))
     return dy * (cdf + x * (_inv_sqrt_2pi() * fastdl_exp(-0.5 * x * x)))
 
 

@@ -1,15 +1,18 @@
-"""The vectorisable float64 log1p, expm1 and tanh.
+"""The vectorisable float64 log1p, expm1, tanh and erf.
 
-``_log1p_for_float64``, ``_expm1_for_float64`` and ``_tanh_for_float64`` in
-fastdl/backends/numba/_jit.py, and their C twins ``fastdl_log1p``,
-``fastdl_expm1`` and ``fastdl_tanh`` in kernels/_fastexp.h, replace libm's
-scalar calls with arithmetic that LLVM and GCC vectorise.  Checked here:
+``_log1p_for_float64``, ``_expm1_for_float64``, ``_tanh_for_float64`` and
+``_erf_for_float64`` in fastdl/backends/numba/_jit.py, and their C twins
+``fastdl_log1p``, ``fastdl_expm1``, ``fastdl_tanh`` and ``fastdl_erf`` in
+kernels/_fastexp.h, replace libm's scalar calls with arithmetic that LLVM
+and GCC vectorise.  Checked here:
 
 * accuracy, in ulps of float64 at the exact value, on 200k-point samples of
   each function's ranges (uniform, log-uniform over the whole domain, next
   to the thresholds, subnormals), against the C library's long double
   functions (x87, 64-bit significand: their own error is a 2^-11 of a
-  float64 ulp), and at selected points against mpmath at 100 digits;
+  float64 ulp; NumPy has no erf, so erf's reference is mpmath at 30 digits
+  on 20k-point samples), and at selected points against mpmath at 100
+  digits;
 * special values (signed zeros, infinities, NaN, -1 for log1p, the
   overflow and saturation thresholds), exactly;
 * both ways the functions get compiled: inside a loop without fastmath
@@ -41,11 +44,29 @@ from fastdl.backends.numba import _jit as kernels  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
-NAMES = ("log1p", "expm1", "tanh")
+NAMES = ("log1p", "expm1", "tanh", "erf")
 FUNCS = {"log1p": kernels._log1p_for_float64, "expm1": kernels._expm1_for_float64,
-         "tanh": kernels._tanh_for_float64}
-LONG_DOUBLE_REFS = {"log1p": np.log1p, "expm1": np.expm1, "tanh": np.tanh}
-MP_REFS = {"log1p": mpmath.log1p, "expm1": mpmath.expm1, "tanh": mpmath.tanh}
+         "tanh": kernels._tanh_for_float64, "erf": kernels._erf_for_float64}
+
+
+def _mp_longdouble(f):
+    """f in mpmath at 30 digits, elementwise, as long doubles (the rounded
+    value plus the rounded remainder: exact to far below a float64 ulp)."""
+    def ref(x):
+        out = np.empty(x.shape, dtype=np.longdouble)
+        with mpmath.workdps(30):
+            for i, v in enumerate(x.astype(np.float64)):
+                exact = f(mpmath.mpf(float(v)))
+                hi = float(exact)
+                out[i] = np.longdouble(hi) + np.longdouble(float(exact - hi))
+        return out
+    return ref
+
+
+LONG_DOUBLE_REFS = {"log1p": np.log1p, "expm1": np.expm1, "tanh": np.tanh,
+                    "erf": _mp_longdouble(mpmath.erf)}
+MP_REFS = {"log1p": mpmath.log1p, "expm1": mpmath.expm1, "tanh": mpmath.tanh,
+           "erf": mpmath.erf}
 
 #: The fastmath flag sets the functions are compiled under: none (the
 #: elementwise loops) and the row kernels' narrow set.
@@ -53,10 +74,14 @@ FLAG_SETS = {"no-flags": frozenset(), "kernel-flags": frozenset(_config.NUMBA_FA
 
 #: Allowed error in ulps.  Measured maxima on 1e7-point samples of the
 #: ranges below (no flags / kernel flags): log1p 0.854 / 0.851, expm1
-#: 1.025 / 1.102 (x near 0.35), tanh 1.116 / 1.061 (x near 0.87).
-ULP_BOUND = {"log1p": 1.0, "expm1": 1.25, "tanh": 1.25}
+#: 1.025 / 1.102 (x near 0.35), tanh 1.116 / 1.061 (x near 0.87); erf,
+#: on 6e4-point samples of each of its ranges: 1.179 / 1.076 (x near 0.99,
+#: just below the switch of forms at 1; glibc's erf is below 1).
+ULP_BOUND = {"log1p": 1.0, "expm1": 1.25, "tanh": 1.25, "erf": 1.25}
 
 N_POINTS = 200_000
+#: Fewer points where the reference is mpmath (about 20 us a point).
+N_POINTS_FOR = {"erf": 20_000}
 DBL_MAX = np.finfo(np.float64).max
 TINY = np.finfo(np.float64).smallest_subnormal
 
@@ -107,6 +132,18 @@ RANGES = {
         ("[0.6,1.2]", lambda rng, n: rng.uniform(0.6, 1.2, n)),
         # Saturation to 1 at 55 ln(2)/2 = 19.0615.
         ("[18.5,19.5]", lambda rng, n: rng.uniform(18.5, 19.5, n)),
+        ("subnormal", _subnormals),
+    ],
+    "erf": [
+        ("[-1,1]", lambda rng, n: rng.uniform(-1.0, 1.0, n)),
+        # The top of a + a P(a^2), where it is at its worst, and the switch
+        # of forms at 1.
+        ("[0.9,1.2]", lambda rng, n: rng.uniform(0.9, 1.2, n)),
+        ("[1,6.5]", lambda rng, n: rng.uniform(1.0, 6.5, n)),
+        ("log-uniform +-[0,8]", lambda rng, n: _log_uniform(rng, 1e-320, 8.0, n)
+         * np.where(rng.random(n) < 0.5, -1.0, 1.0)),
+        # Rounding to 1 at 5.93; the clamp at 6.
+        ("[5.8,6.2]", lambda rng, n: rng.uniform(5.8, 6.2, n)),
         ("subnormal", _subnormals),
     ],
 }
@@ -161,7 +198,7 @@ def _ulp_errors(got, ref):
 def test_accuracy_against_long_double(name, which, flags):
     label, sample = RANGES[name][which]
     rng = np.random.default_rng([NAMES.index(name), which])
-    x = sample(rng, N_POINTS)
+    x = sample(rng, N_POINTS_FOR.get(name, N_POINTS))
     got = _apply(name, flags, x)
     with np.errstate(over="ignore"):
         ref = LONG_DOUBLE_REFS[name](x.astype(np.longdouble))
@@ -188,6 +225,10 @@ def _selected_points(name):
                    0.34992241583728523, -0.2822682441425088, 37.0, -37.0, -37.4,
                    709.0, 709.78, 709.782712893384]
         pts = [*common, *special, *spread, *(-spread)]
+    elif name == "erf":
+        special = [1.0, np.nextafter(1.0, 0.0), 0.965, 0.9731666666666666, 1.0558333,
+                   0.5, 3.0, 5.9, 5.93, 6.0, np.nextafter(6.0, 0.0)]
+        pts = [*common, *special, *spread[spread < 8], *(-spread[spread < 8])]
     else:
         special = [0.75, np.nextafter(0.75, 0.0), 0.8717547320789965,
                    0.8737816321627156, 0.625, 3.0, 19.0, 19.06,
@@ -234,6 +275,14 @@ def _special_cases(name):
                 (-DBL_MAX, -1.0), (-1000.0, -1.0), (-40.0, -1.0), (-37.5, -1.0),
                 (TINY, TINY), (-TINY, -TINY), (1e-300, 1e-300), (-1e-300, -1e-300),
                 (2.0**-60, 2.0**-60)]
+    if name == "erf":
+        # erf(x) = 2x/sqrt(pi) (1 - x^2/3 + ...): 2/sqrt(pi) times x, rounded,
+        # for tiny x; 1 from 5.93 on.
+        c = 2 / math.sqrt(math.pi)
+        return [(0.0, 0.0), (-0.0, -0.0), (inf, 1.0), (-inf, -1.0), (nan, None),
+                (6.0, 1.0), (-6.0, -1.0), (30.0, 1.0), (DBL_MAX, 1.0), (-DBL_MAX, -1.0),
+                (1e-300, c * 1e-300), (-1e-300, -c * 1e-300),
+                (2.0**-30, float(mpmath.erf(mpmath.mpf(2.0**-30))))]
     return [(0.0, 0.0), (-0.0, -0.0), (inf, 1.0), (-inf, -1.0), (nan, None),
             (19.1, 1.0), (-19.1, -1.0), (40.0, 1.0), (1e300, 1.0), (-DBL_MAX, -1.0),
             (TINY, TINY), (-TINY, -TINY), (1e-300, 1e-300), (-1e-300, -1e-300),
@@ -286,7 +335,7 @@ _PACKED_OP = re.compile(
     r"^\s*v?(?:mul|add|sub|div|fn?m(?:add|sub)\d{3})pd\s+[^\n]*%([xyz])mm", re.M)
 #: A libm function referenced from the code: Numba calls it through a
 #: register loaded with its address (movabsq $log1p, %r13; callq *%r13).
-_LIBM_CALL = re.compile(r"(?:\$|\bcall\w*\s+)(?:log1p|expm1|tanh|exp|log)\b")
+_LIBM_CALL = re.compile(r"(?:\$|\bcall\w*\s+)(?:log1p|expm1|tanh|erf|exp|log)\b")
 
 
 def _cpu_has_avx():
@@ -348,7 +397,7 @@ _C_DRIVER = r"""
 #include <stdio.h>
 #include <stdlib.h>
 
-/* argv[1]: n doubles in; argv[2]: log1p, expm1, tanh of each, 3n doubles. */
+/* argv[1]: n doubles in; argv[2]: log1p, expm1, tanh, erf of each, 4n doubles. */
 int main(int argc, char **argv)
 {
     FILE *in, *out;
@@ -360,15 +409,16 @@ int main(int argc, char **argv)
     n = ftell(in) / (long)sizeof(double);
     fseek(in, 0, SEEK_SET);
     x = malloc(n * sizeof(double));
-    y = malloc(3 * n * sizeof(double));
+    y = malloc(4 * n * sizeof(double));
     if (!x || !y || fread(x, sizeof(double), n, in) != (size_t)n)
         return 3;
     for (i = 0; i < n; i++) {
         y[i] = fastdl_log1p(x[i]);
         y[n + i] = fastdl_expm1(x[i]);
         y[2 * n + i] = fastdl_tanh(x[i]);
+        y[3 * n + i] = fastdl_erf(x[i]);
     }
-    if (fwrite(y, sizeof(double), 3 * n, out) != (size_t)(3 * n))
+    if (fwrite(y, sizeof(double), 4 * n, out) != (size_t)(4 * n))
         return 4;
     return fclose(out) != 0;
 }
@@ -390,7 +440,7 @@ def test_c_functions_give_the_numba_bits(tmp_path):
     (tmp_path / "in.bin").write_bytes(x.tobytes())
     subprocess.run([str(exe), str(tmp_path / "in.bin"), str(tmp_path / "out.bin")],
                    check=True)
-    c_out = np.fromfile(tmp_path / "out.bin", dtype=np.float64).reshape(3, -1)
+    c_out = np.fromfile(tmp_path / "out.bin", dtype=np.float64).reshape(4, -1)
     for j, name in enumerate(NAMES):
         got = _apply(name, "no-flags", x)
         same = (got.view(np.int64) == c_out[j].view(np.int64)) | (

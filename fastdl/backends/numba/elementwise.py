@@ -44,6 +44,7 @@ from numba.extending import overload
 
 from ... import _config, _ops
 from ._jit import (
+    _erf_for_float64 as _erf,
     _exp_for_float64 as _exp,
     _expm1_for_float64 as _expm1,
     _log1p_for_float64 as _log1p,
@@ -61,12 +62,12 @@ _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _GELU_CUBIC = 0.044715
 
 #: Scalars are inlined into the loops at Numba IR level, so they take the
-#: loop's fastmath flags and error model.  They use _exp, _expm1, _log1p and
-#: _tanh (fastdl.backends.numba._jit: plain arithmetic, within 1.3 ulp,
-#: exact at the special values) rather than libm's, whose calls would keep
-#: LLVM from vectorising the loops (measured, 1 thread: log1p 8.6 -> 1.35
-#: ns per float64 element); math.erf (GELU's exact form) and math.log
-#: (KL divergence) remain libm calls.
+#: loop's fastmath flags and error model.  They use _exp, _expm1, _log1p,
+#: _tanh and _erf (fastdl.backends.numba._jit: plain arithmetic, within 1.3
+#: ulp, exact at the special values) rather than libm's, whose calls would
+#: keep LLVM from vectorising the loops (measured, 1 thread: log1p 8.6 ->
+#: 1.35 ns per float64 element); math.log (KL divergence) remains a libm
+#: call.
 _scalar = numba.njit(inline="always", error_model="numpy")
 
 
@@ -200,7 +201,7 @@ def _gelu_fwd(x, tanh_form, o1):
     if tanh_form != 0.0:
         inner = _SQRT_2_OVER_PI * (x + _GELU_CUBIC * x * x * x)
         return 0.5 * x * (1.0 + _tanh(inner))
-    return 0.5 * x * (1.0 + math.erf(x * _SQRT_HALF))
+    return 0.5 * x * (1.0 + _erf(x * _SQRT_HALF))
 
 
 @_scalar
@@ -216,7 +217,7 @@ def _gelu_bwd(dy, x, tanh_form, o1):
             return dy * left
         inner_d = _SQRT_2_OVER_PI * (1.0 + 3.0 * _GELU_CUBIC * x * x)
         return dy * (left + half_x * _sech2(inner) * inner_d)
-    cdf = 0.5 * (1.0 + math.erf(x * _SQRT_HALF))
+    cdf = 0.5 * (1.0 + _erf(x * _SQRT_HALF))
     return dy * (cdf + x * (_INV_SQRT_2PI * _exp(-0.5 * x * x)))
 
 
