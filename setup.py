@@ -377,11 +377,22 @@ def _template_namespace(ops):
     return {
         "activations": [op.name for op in acts],
         "pointwise_losses": [op.name for op in ops.of_kind("pointwise_loss")],
-        # An activation whose first option is a choice (gelu's approximate):
-        # the floats its codes give the kernels, one loop each.
-        "choice_codes": {op.name: sorted(set(op.options[0].codes.values()))
-                         for op in acts if op.options and op.options[0].codes},
+        # An activation or pointwise loss whose first option is a choice
+        # (gelu's approximate) or a flag (kl_div's log_target): the floats
+        # its codes give the kernels, one loop each.
+        "choice_codes": {op.name: _option_codes(op.options[0])
+                         for op in acts + ops.of_kind("pointwise_loss")
+                         if op.options and _option_codes(op.options[0])},
     }
+
+
+def _option_codes(option):
+    """The floats the kernels get for a choice or flag option, else None."""
+    if option.codes:
+        return sorted(set(option.codes.values()))
+    if isinstance(option.default, bool):
+        return [0.0, 1.0]
+    return None
 
 
 def expand_templates():

@@ -1529,6 +1529,33 @@ static inline uint64_t fastdl_bits_from_f64(double d)
     return b;
 }
 
+/* log(u) + c for a positive normal u (k_sub taken off u's exponent), the
+ * reduction and polynomial below that fastdl_log1p and fastdl_log share. */
+static inline double fastdl_log_reduced(double u, double c, double k_sub)
+{
+    double k, m, f, s, z, hfsq, q;
+    uint64_t ix;
+    ix = fastdl_bits_from_f64(u) + 0x00095F6200000000u;
+    k = fastdl_f64_from_bits((ix >> 52) + 0x4330000000000000u)
+        - 4503599627371519.0;                      /* 2^52 + 1023 */
+    k = k - k_sub;
+    m = fastdl_f64_from_bits((ix & 0x000FFFFFFFFFFFFFu) + 0x3FE6A09E00000000u);
+    f = m - 1.0;
+    s = f / (2.0 + f);
+    z = s * s;
+    hfsq = 0.5 * f * f;
+    q = 1.46164531156136090e-01;
+    q = q * z + 1.53317213230113630e-01;
+    q = q * z + 1.81828891336114851e-01;
+    q = q * z + 2.22222111346804779e-01;
+    q = q * z + 2.85714286259761863e-01;
+    q = q * z + 3.99999999998995048e-01;
+    q = q * z + 6.66666666666666963e-01;
+    q = q * z;
+    return k * 6.93147180369123816490e-01
+        - ((hfsq - (s * (hfsq + q) + (k * 1.90821492927058770002e-10 + c))) - f);
+}
+
 /* log(1 + x) (fdlibm's s_log1p.c without its branches):
  *  - u = 1 + x rounded; its exact rounding error e by TwoSum (Knuth, exact
  *    for any two doubles), c = e / u: log(1 + x) = log(u) + c to within
@@ -1550,35 +1577,34 @@ static inline uint64_t fastdl_bits_from_f64(double d)
  *    +inf, NaN for x < -1 and NaN (x >= -1 is false for both). */
 static inline double fastdl_log1p(double x)
 {
-    double u, bb, e, c, k, m, f, s, z, hfsq, q, y;
-    uint64_t ix;
+    double u, bb, e, c, y;
     u = 1.0 + x;
     bb = u - 1.0;
     e = (1.0 - (u - bb)) + (x - bb);
     c = e / u;
-    ix = fastdl_bits_from_f64(u) + 0x00095F6200000000u;
-    k = fastdl_f64_from_bits((ix >> 52) + 0x4330000000000000u)
-        - 4503599627371519.0;                      /* 2^52 + 1023 */
-    m = fastdl_f64_from_bits((ix & 0x000FFFFFFFFFFFFFu) + 0x3FE6A09E00000000u);
-    f = m - 1.0;
-    s = f / (2.0 + f);
-    z = s * s;
-    hfsq = 0.5 * f * f;
-    q = 1.46164531156136090e-01;
-    q = q * z + 1.53317213230113630e-01;
-    q = q * z + 1.81828891336114851e-01;
-    q = q * z + 2.22222111346804779e-01;
-    q = q * z + 2.85714286259761863e-01;
-    q = q * z + 3.99999999998995048e-01;
-    q = q * z + 6.66666666666666963e-01;
-    q = q * z;
-    y = k * 6.93147180369123816490e-01
-        - ((hfsq - (s * (hfsq + q) + (k * 1.90821492927058770002e-10 + c)))
-           - f);
+    y = fastdl_log_reduced(u, c, 0.0);
     y = x == 0.0 ? x : y;
     y = u == 0.0 ? -__builtin_inf() : y;
     y = x == __builtin_inf() ? x : y;
     return x >= -1.0 ? y : __builtin_nan("");
+}
+
+/* log(x): the reduction and polynomial of fastdl_log1p on u = x itself (no
+ * rounding error to carry, c = 0).  A subnormal x (below 2^-1022, where
+ * the exponent bits are 0) is first scaled by 2^54, exactly, and 54 taken
+ * off k.  Selects: log(+-0) = -inf, log(+inf) = +inf, NaN for x < 0 and
+ * NaN (x >= 0 is false for both).  The algorithm of _log_for_float64 in
+ * fastdl/backends/numba/_jit.py. */
+static inline double fastdl_log(double x)
+{
+    double y;
+    int sub;
+    sub = x < 2.2250738585072014e-308;              /* 2^-1022 */
+    y = fastdl_log_reduced(sub ? x * 18014398509481984.0 : x, 0.0,  /* 2^54 */
+                           sub ? 54.0 : 0.0);
+    y = x == 0.0 ? -__builtin_inf() : y;
+    y = x == __builtin_inf() ? x : y;
+    return x >= 0.0 ? y : __builtin_nan("");
 }
 
 /* exp(x) - 1:

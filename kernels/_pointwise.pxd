@@ -13,11 +13,10 @@
 # inlines them into each op's loop.  The formulas are the reference's
 # (fastdl/backends/numpy/elementwise.py), each stability trick explained
 # where it is made.  libc's functions are reached as `math.<name>` so none
-# of them can clash with an op (tanh).  exp, expm1, log1p, tanh and erf are
-# fastdl's own (kernels/_fastexp.h: branch-free arithmetic within 1.3 ulp,
-# exact at the special values, the algorithms of the Numba scalars), which
-# gcc can vectorise where a libm call would keep the loop scalar; log
-# remains libm's.
+# of them can clash with an op (tanh).  exp, expm1, log1p, log, tanh and erf
+# are fastdl's own (kernels/_fastexp.h: branch-free arithmetic within 1.3
+# ulp, exact at the special values, the algorithms of the Numba scalars),
+# which gcc can vectorise where a libm call would keep the loop scalar.
 
 from libc cimport math
 
@@ -25,6 +24,7 @@ cdef extern from "_fastexp.h" nogil:
     double fastdl_exp(double x)
     double fastdl_expm1(double x)
     double fastdl_log1p(double x)
+    double fastdl_log(double x)
     double fastdl_tanh(double x)
     double fastdl_erf(double x)
 
@@ -273,14 +273,15 @@ cdef inline double log_cosh_loss_deriv(double x, double t, double a,
 
 cdef inline double kl_div_value(double x, double t, double a,
                                 double log_target) noexcept nogil:
-    # x holds log q, t holds p (log p when log_target).
+    # x holds log q, t holds p (log p when log_target).  The t == 0 case is
+    # a select between two computed values (the loop is vectorised, so both
+    # are computed anyway).
+    cdef double v = t * (fastdl_log(t) - x)  # log of a negative target is NaN
     if log_target != 0.0:
         return fastdl_exp(t) * (t - x)
-    if t == 0.0:
-        # PyTorch's xlogy rule 0 * log 0 = 0: only -0 * log q remains, which
-        # is 0 for finite log q (NaN for log q = -inf or NaN, as in PyTorch).
-        return -(t * x)
-    return t * (math.log(t) - x)  # log of a negative target is NaN
+    # PyTorch's xlogy rule 0 * log 0 = 0: only -0 * log q remains, which is 0
+    # for finite log q (NaN for log q = -inf or NaN, as in PyTorch).
+    return -(t * x) if t == 0.0 else v
 
 
 cdef inline double kl_div_deriv(double x, double t, double a,

@@ -1,8 +1,9 @@
-"""The vectorisable float64 log1p, expm1, tanh and erf.
+"""The vectorisable float64 log1p, expm1, tanh, erf and log.
 
-``_log1p_for_float64``, ``_expm1_for_float64``, ``_tanh_for_float64`` and
-``_erf_for_float64`` in fastdl/backends/numba/_jit.py, and their C twins
-``fastdl_log1p``, ``fastdl_expm1``, ``fastdl_tanh`` and ``fastdl_erf`` in
+``_log1p_for_float64``, ``_expm1_for_float64``, ``_tanh_for_float64``,
+``_erf_for_float64`` and ``_log_for_float64`` in
+fastdl/backends/numba/_jit.py, and their C twins ``fastdl_log1p``,
+``fastdl_expm1``, ``fastdl_tanh``, ``fastdl_erf`` and ``fastdl_log`` in
 kernels/_fastexp.h, replace libm's scalar calls with arithmetic that LLVM
 and GCC vectorise.  Checked here:
 
@@ -44,9 +45,10 @@ from fastdl.backends.numba import _jit as kernels  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
-NAMES = ("log1p", "expm1", "tanh", "erf")
+NAMES = ("log1p", "expm1", "tanh", "erf", "log")
 FUNCS = {"log1p": kernels._log1p_for_float64, "expm1": kernels._expm1_for_float64,
-         "tanh": kernels._tanh_for_float64, "erf": kernels._erf_for_float64}
+         "tanh": kernels._tanh_for_float64, "erf": kernels._erf_for_float64,
+         "log": kernels._log_for_float64}
 
 
 def _mp_longdouble(f):
@@ -64,9 +66,9 @@ def _mp_longdouble(f):
 
 
 LONG_DOUBLE_REFS = {"log1p": np.log1p, "expm1": np.expm1, "tanh": np.tanh,
-                    "erf": _mp_longdouble(mpmath.erf)}
+                    "erf": _mp_longdouble(mpmath.erf), "log": np.log}
 MP_REFS = {"log1p": mpmath.log1p, "expm1": mpmath.expm1, "tanh": mpmath.tanh,
-           "erf": mpmath.erf}
+           "erf": mpmath.erf, "log": mpmath.log}
 
 #: The fastmath flag sets the functions are compiled under: none (the
 #: elementwise loops) and the row kernels' narrow set.
@@ -76,8 +78,9 @@ FLAG_SETS = {"no-flags": frozenset(), "kernel-flags": frozenset(_config.NUMBA_FA
 #: ranges below (no flags / kernel flags): log1p 0.854 / 0.851, expm1
 #: 1.025 / 1.102 (x near 0.35), tanh 1.116 / 1.061 (x near 0.87); erf,
 #: on 6e4-point samples of each of its ranges: 1.179 / 1.076 (x near 0.99,
-#: just below the switch of forms at 1; glibc's erf is below 1).
-ULP_BOUND = {"log1p": 1.0, "expm1": 1.25, "tanh": 1.25, "erf": 1.25}
+#: just below the switch of forms at 1; glibc's erf is below 1); log, on
+#: 2e5-point samples: 0.846 / 0.846 (next to the reduction's switch at 0.707).
+ULP_BOUND = {"log1p": 1.0, "expm1": 1.25, "tanh": 1.25, "erf": 1.25, "log": 1.0}
 
 N_POINTS = 200_000
 #: Fewer points where the reference is mpmath (about 20 us a point).
@@ -145,6 +148,17 @@ RANGES = {
         # Rounding to 1 at 5.93; the clamp at 6.
         ("[5.8,6.2]", lambda rng, n: rng.uniform(5.8, 6.2, n)),
         ("subnormal", _subnormals),
+    ],
+    "log": [
+        ("[0.5,2]", lambda rng, n: rng.uniform(0.5, 2.0, n)),
+        ("log-uniform (0,max]", lambda rng, n: _log_uniform(rng, 1e-320, DBL_MAX, n)),
+        # log(x) next to 0, where f = m - 1 is tiny; the reduction's switch
+        # points sqrt(2) and sqrt(1/2).
+        ("near 1", lambda rng, n: 1.0 + rng.uniform(-1e-3, 1e-3, n)),
+        ("near m split", lambda rng, n: np.concatenate(
+            [rng.uniform(1.40, 1.43, n // 2), rng.uniform(0.70, 0.72, n - n // 2)])),
+        # Positive subnormals (scaled by 2^54 first); negative ones give NaN.
+        ("subnormal", lambda rng, n: np.abs(_subnormals(rng, n))),
     ],
 }
 
@@ -225,6 +239,10 @@ def _selected_points(name):
                    0.34992241583728523, -0.2822682441425088, 37.0, -37.0, -37.4,
                    709.0, 709.78, 709.782712893384]
         pts = [*common, *special, *spread, *(-spread)]
+    elif name == "log":
+        special = [math.sqrt(2), math.sqrt(0.5), 1 + 2.0**-52, 1 - 2.0**-53, 2.0, 0.5,
+                   np.nextafter(2.0**-1022, 0.0), 2.0**-1022, TINY, 1e10, 1e300, DBL_MAX]
+        pts = [*common, *special, *spread, *(1 / spread)]
     elif name == "erf":
         special = [1.0, np.nextafter(1.0, 0.0), 0.965, 0.9731666666666666, 1.0558333,
                    0.5, 3.0, 5.9, 5.93, 6.0, np.nextafter(6.0, 0.0)]
@@ -275,6 +293,12 @@ def _special_cases(name):
                 (-DBL_MAX, -1.0), (-1000.0, -1.0), (-40.0, -1.0), (-37.5, -1.0),
                 (TINY, TINY), (-TINY, -TINY), (1e-300, 1e-300), (-1e-300, -1e-300),
                 (2.0**-60, 2.0**-60)]
+    if name == "log":
+        # log(TINY) = -1074 ln 2 = -744.44007192138126 (mpmath, rounded).
+        return [(1.0, 0.0), (0.0, -inf), (-0.0, -inf), (inf, inf), (-inf, None),
+                (nan, None), (-1.0, None), (-TINY, None), (-DBL_MAX, None),
+                (TINY, float(mpmath.log(mpmath.mpf(TINY)))),
+                (DBL_MAX, float(mpmath.log(mpmath.mpf(DBL_MAX)))), (2.0, math.log(2.0))]
     if name == "erf":
         # erf(x) = 2x/sqrt(pi) (1 - x^2/3 + ...): 2/sqrt(pi) times x, rounded,
         # for tiny x; 1 from 5.93 on.
@@ -397,7 +421,7 @@ _C_DRIVER = r"""
 #include <stdio.h>
 #include <stdlib.h>
 
-/* argv[1]: n doubles in; argv[2]: log1p, expm1, tanh, erf of each, 4n doubles. */
+/* argv[1]: n doubles in; argv[2]: log1p, expm1, tanh, erf, log of each, 5n doubles. */
 int main(int argc, char **argv)
 {
     FILE *in, *out;
@@ -409,7 +433,7 @@ int main(int argc, char **argv)
     n = ftell(in) / (long)sizeof(double);
     fseek(in, 0, SEEK_SET);
     x = malloc(n * sizeof(double));
-    y = malloc(4 * n * sizeof(double));
+    y = malloc(5 * n * sizeof(double));
     if (!x || !y || fread(x, sizeof(double), n, in) != (size_t)n)
         return 3;
     for (i = 0; i < n; i++) {
@@ -417,8 +441,9 @@ int main(int argc, char **argv)
         y[n + i] = fastdl_expm1(x[i]);
         y[2 * n + i] = fastdl_tanh(x[i]);
         y[3 * n + i] = fastdl_erf(x[i]);
+        y[4 * n + i] = fastdl_log(x[i]);
     }
-    if (fwrite(y, sizeof(double), 4 * n, out) != (size_t)(4 * n))
+    if (fwrite(y, sizeof(double), 5 * n, out) != (size_t)(5 * n))
         return 4;
     return fclose(out) != 0;
 }
@@ -440,7 +465,7 @@ def test_c_functions_give_the_numba_bits(tmp_path):
     (tmp_path / "in.bin").write_bytes(x.tobytes())
     subprocess.run([str(exe), str(tmp_path / "in.bin"), str(tmp_path / "out.bin")],
                    check=True)
-    c_out = np.fromfile(tmp_path / "out.bin", dtype=np.float64).reshape(4, -1)
+    c_out = np.fromfile(tmp_path / "out.bin", dtype=np.float64).reshape(5, -1)
     for j, name in enumerate(NAMES):
         got = _apply(name, "no-flags", x)
         same = (got.view(np.int64) == c_out[j].view(np.int64)) | (
