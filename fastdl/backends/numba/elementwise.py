@@ -266,12 +266,14 @@ def _log_cosh_loss_value(x, t, a, o0):
     # |d| <= 1: log1p(2 sinh(d/2)^2) (no cancellation near 0);
     # beyond: |d| + log1p(exp(-2|d|)) - log 2 (no overflow).
     # sinh(y) = (em + em / (em + 1)) / 2 with em = expm1(y): no cancellation.
+    # One log1p, of the side's argument: a vectorised loop computes both
+    # sides, and log1p is the dearer part.
     ad = abs(x - t)
-    if ad <= 1.0:
-        em = _expm1(0.5 * ad)
-        s = 0.5 * (em + em / (em + 1.0))
-        return _log1p(2.0 * s * s)
-    return ad + _log1p(_exp(-2.0 * ad)) - _LOG2
+    near = ad <= 1.0
+    em = _expm1(0.5 * ad)
+    s = 0.5 * (em + em / (em + 1.0))
+    r = _log1p(2.0 * s * s if near else _exp(-2.0 * ad))
+    return r if near else ad + r - _LOG2
 
 
 @_scalar
