@@ -61,12 +61,14 @@ AUTO_ORDER = {
     "softmax_backward": ("numba", "cython"),
     "log_softmax_backward": ("cython", "numba"),
     "cross_entropy": ("cython", "numba"),
-    # Pointwise ops: Numba's loops use fastdl's vectorised exp/log1p/tanh in
-    # AVX-512/AVX2 code; the Cython module is built for the baseline ISA
-    # (SSE2), where the same functions run two lanes wide.  Measured (4M
-    # float32, 2 threads, AVX-512 Zen 4, one run): Numba 1.1-11x faster on
-    # every pointwise op except relu (0.51 vs 0.86 ms) and relu_backward
-    # (0.96 vs 1.21 ms); bench/results/POINTWISE.md has the table.
+    # Pointwise ops: both backends' loops use fastdl's vectorised exp, log,
+    # log1p, expm1, tanh and erf; Numba compiles them for the host (AVX-512
+    # where it has it), the Cython modules are built for SSE2 and for
+    # AVX2+FMA (the loaded one: show_config()).  Measured (4M float32, 2
+    # threads, AVX-512F EPYC, one run, bench/results/POINTWISE.md): Numba
+    # 1.3-2.4x faster than Cython's AVX2 build on every op that computes a
+    # transcendental, both within 15% of each other on the memory-bound ones
+    # (relu 0.33 vs 0.32 ms, relu_backward 0.72 vs 0.61).
     "relu": ("cython", "numba"),
     "relu_backward": ("cython", "numba"),
 }
