@@ -395,6 +395,20 @@ def _scale_by_kb_f32(typingctx, q, kb):
 
 
 @numba.njit(inline="always", **_OPTIONS)
+def _expf_poly_scaled(r, kb):
+    """fastdl_expf's polynomial of the reduced argument r, times 2^k from kb:
+    the end that :func:`_exp_diff_float32` and :func:`_exp_rounded_float32`
+    share."""
+    q = _EXPF_P6 * r + _EXPF_P5
+    q = q * r + _EXPF_P4
+    q = q * r + _EXPF_P3
+    q = q * r + _EXPF_P2
+    q = q * r + _EXPF_ONE
+    q = q * r + _EXPF_ONE
+    return _scale_by_kb_f32(q, kb)
+
+
+@numba.njit(inline="always", **_OPTIONS)
 def _exp_diff_float32(x, shift):
     """exp(x - shift) for float32 x and shift, of the exact difference.
 
@@ -415,14 +429,41 @@ def _exp_diff_float32(x, shift):
     kb, k = _round_log2e_f32(dc)
     r = k * _EXPF_NEG_LN2_HI + dc
     r = k * _EXPF_LN2_LO_CORR + r
-    r = r + e
-    q = _EXPF_P6 * r + _EXPF_P5
-    q = q * r + _EXPF_P4
-    q = q * r + _EXPF_P3
-    q = q * r + _EXPF_P2
-    q = q * r + _EXPF_ONE
-    q = q * r + _EXPF_ONE
-    return _scale_by_kb_f32(q, kb)
+    return _expf_poly_scaled(r + e, kb)
+
+
+@numba.njit(inline="always", **_OPTIONS)
+def _exp_rounded_float32(x, shift):
+    """exp(x - shift) for float32 x and shift, x - shift rounded to float32
+    first: :func:`_exp_diff_float32` without the TwoSum, for the passes
+    that only sum the exps (the float32 ``NAME_rounded`` exps of the Cython
+    kernels, kernels/_fastexp.h).  Rounding the difference moves a term by
+    |x - shift| 2^-24 relative, and a term's share of a sum whose largest
+    term is 1 weighs that by exp(x - shift): the sum moves by at most
+    2^-24 / e relative.
+    """
+    d = x - shift
+    dc = _EXPF_LO if _EXPF_LO > d else d  # noqa: FURB136 (NaN passes)
+    dc = _EXPF_HI if _EXPF_HI < dc else dc  # noqa: FURB136
+    kb, k = _round_log2e_f32(dc)
+    r = k * _EXPF_NEG_LN2_HI + dc
+    r = k * _EXPF_LN2_LO_CORR + r
+    return _expf_poly_scaled(r, kb)
+
+
+def _exp_term(like, x, shift):
+    """``exp(x - shift)`` as a float64, for a pass that only sums the exps:
+    as :func:`_exp_diff` but with float32's difference rounded first
+    (:func:`_exp_rounded_float32`).  Only callable from compiled code."""
+    raise NotImplementedError
+
+
+@overload(_exp_term, jit_options=_OPTIONS)
+def _exp_term_overload(like, x, shift):
+    if isinstance(like, types.Array) and like.dtype == types.float32:
+        return lambda like, x, shift: np.float64(
+            _exp_rounded_float32(np.float32(x), np.float32(shift)))
+    return lambda like, x, shift: _exp_for_float64(np.float64(x) - shift)
 
 
 def _exp_diff(like, x, shift):
@@ -467,14 +508,26 @@ def _row_max(xr):
 
 
 @_njit
+def _row_expsum_only(xr, shift):
+    """``sum_j exp(xr[j] - shift)`` in float64, the terms only summed: the
+    exps of :func:`_exp_term` (float32's difference rounded first, as the
+    Cython kernels' summing passes do).  Measured, one thread, 4096x1000
+    float32, the loop of a max pass and this: 2.52 ms with the exact
+    difference's exp, 2.18 with this one."""
+    s = 0.0
+    for j in range(xr.shape[0]):
+        s += _exp_term(xr, xr[j], shift)
+    return s
+
+
+@_njit
 def _row_expsum(xr, shift, er):
-    """``sum_j exp(xr[j] - shift)`` in float64; stores each term in ``er``
-    unless ``er`` is None (the branch is pruned at compile time)."""
+    """``sum_j exp(xr[j] - shift)`` in float64, storing each term (the exp of
+    the exact difference) in ``er``."""
     s = 0.0
     for j in range(xr.shape[0]):
         e = _exp_diff(xr, xr[j], shift)
-        if er is not None:
-            er[j] = e
+        er[j] = e
         s += e
     return s
 
@@ -540,7 +593,7 @@ def _logsumexp(x, out):
         xr = x[i]
         m = np.float64(_row_max(xr))
         shift = m if math.isfinite(m) else 0.0
-        s = _row_expsum(xr, shift, None)
+        s = _row_expsum_only(xr, shift)
         out[i] = math.log(s) + shift
 
 
@@ -578,7 +631,7 @@ def _log_softmax(x, out):
         xr = x[i]
         outr = out[i]
         m = np.float64(_row_max(xr))
-        log_s = math.log(_row_expsum(xr, m, None))
+        log_s = math.log(_row_expsum_only(xr, m))
         # In the data's precision (float32: within 2 ulp, as Cython's).
         m_t = _in_dtype(xr, m)
         log_s_t = _in_dtype(xr, log_s)
@@ -667,7 +720,7 @@ def _cross_entropy_index(logits, target, weight, ignore_index,
                 if smoothing:
                     s, smooth_sum = _row_expsum_wdot(zr, m, weight, None)
                 else:
-                    s = _row_expsum(zr, m, None)
+                    s = _row_expsum_only(zr, m)
             else:
                 if smoothing:
                     s, smooth_sum = _row_expsum_wdot(zr, m, weight, grad[i])
