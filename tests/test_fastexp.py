@@ -169,3 +169,56 @@ def test_numba_float32_exp_is_the_fused_body():
         a = _exp_through_kernel(y, "cython")
         b = _exp_through_kernel(y, "numba")
         np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+def test_numba_summing_exp_is_the_exp_of_the_rounded_difference():
+    """The Numba row kernels' passes that only sum float32 exps (logsumexp,
+    log_softmax, the cross-entropy loss) take ``_exp_rounded_float32(x, s)``:
+    exactly ``_exp_diff_float32`` of ``x - s`` rounded to float32, whose bits
+    test_numba_float32_exp_is_the_fused_body ties to the Cython kernels."""
+    numba = pytest.importorskip("numba")
+    from fastdl import _config
+    from fastdl.backends.numba import _jit
+
+    @numba.njit(fastmath=set(_config.NUMBA_FASTMATH), error_model="numpy")
+    def both(x, s, rounded, exact):
+        for i in range(x.shape[0]):
+            rounded[i] = _jit._exp_rounded_float32(x[i], s[i])
+            exact[i] = _jit._exp_diff_float32(np.float32(x[i] - s[i]), np.float32(0.0))
+
+    rng = np.random.default_rng(11)
+    n = 400_000
+    x = rng.uniform(-120.0, 100.0, n).astype(np.float32)
+    s = np.where(rng.random(n) < 0.5, 0.0, rng.uniform(-30.0, 30.0, n)).astype(np.float32)
+    special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 88.72, -103.97, 89.0, -104.0],
+                       dtype=np.float32)
+    x = np.concatenate([x, special, special])
+    s = np.concatenate([s, np.zeros_like(special), np.full_like(special, 1.5)])
+    rounded, exact = np.empty_like(x), np.empty_like(x)
+    both(x, s, rounded, exact)
+    same = (rounded.view(np.uint32) == exact.view(np.uint32)) | (
+        np.isnan(rounded) & np.isnan(exact))
+    assert same.all(), x[~same][:5]
+    # The exact difference's exp is another function (the comparison above
+    # would fail if _exp_rounded_float32 took it): it differs wherever the
+    # rounding of x - s moved the exp by more than half an ulp.
+    d = x.astype(np.float64) - s.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        moved = np.isfinite(d) & (d != d.astype(np.float32)) & (np.abs(d) < 80)
+    exact_diff = _numba_exp_diff(x, s)
+    assert (exact_diff[moved].view(np.uint32) != rounded[moved].view(np.uint32)).sum() > 1000
+
+
+def _numba_exp_diff(x, s):
+    numba = pytest.importorskip("numba")
+    from fastdl import _config
+    from fastdl.backends.numba import _jit
+
+    @numba.njit(fastmath=set(_config.NUMBA_FASTMATH), error_model="numpy")
+    def loop(x, s, out):
+        for i in range(x.shape[0]):
+            out[i] = _jit._exp_diff_float32(x[i], s[i])
+
+    out = np.empty_like(x)
+    loop(x, s, out)
+    return out
