@@ -579,7 +579,7 @@ def _row_max(xr):
 
 
 @_njit
-def _row_max_min(xr):
+def _row_max_and_min(xr):
     """(max, min) of a non-empty row in one loop; the max is NaN when the row
     holds a NaN (the min is then only a bound).  The min as -max(-x), exact,
     through the same vectorised llvm.maximum: 4096x1000 float32 on one
@@ -592,6 +592,21 @@ def _row_max_min(xr):
         m = _fmaximum(m, v)
         neg = _fmaximum(neg, -v)
     return m, -neg
+
+
+def _row_max_min(xr):
+    """(max of the row, a lower bound of it) for :func:`_row_expsum_only`:
+    the row's min for float32, whose summing passes can use the in-range
+    exp; -inf for float64, which has none (the min would only cost).  Only
+    callable from compiled code."""
+    raise NotImplementedError
+
+
+@overload(_row_max_min, jit_options=_OPTIONS)
+def _row_max_min_overload(xr):
+    if isinstance(xr, types.Array) and xr.dtype == types.float32:
+        return lambda xr: _row_max_and_min(xr)
+    return lambda xr: (_row_max(xr), -np.inf)
 
 
 @_njit
