@@ -442,18 +442,24 @@ def _serial_twin_source(pyx):
 
 
 #: Modules also built for x86-64-v3 (AVX2 + FMA) as ``_<stem>_avx2`` and
-#: ``_<stem>_serial_avx2``, which fastdl.backends.cython._select loads
-#: instead of the portable builds when the CPU has AVX2 and FMA.  Their
-#: loops (the pointwise ops' scalars widened to double, the optimizer
-#: updates) are plain C that GCC vectorises: 2 float64 lanes in the x86-64
-#: baseline (SSE2), 4 with AVX2.  The row kernels of the other modules run
-#: their hot loops in _fastexp.h's own AVX2/AVX-512F copies and gain
-#: nothing.  The flags are otherwise the same, -ffp-contract=off included
-#: (no FMA contraction), so every result has the same bits as the portable
-#: build's (tests/test_cython_isa.py).  Only where the SIMD copies are built
-#: (GCC, x86-64 Linux; FASTDL_NO_SIMD_CLONES=1 turns both off).
+#: ``_<stem>_serial_avx2``, and for x86-64-v4 (AVX-512 F/BW/CD/DQ/VL, 512-bit
+#: vectors) as ``_<stem>_avx512`` and ``_<stem>_serial_avx512``, which
+#: fastdl.backends.cython._select loads instead of the portable builds when
+#: the CPU runs them (the best one first).  Their loops (the pointwise ops'
+#: scalars widened to double, the optimizer updates) are plain C that GCC
+#: vectorises: 2 float64 lanes in the x86-64 baseline (SSE2), 4 with AVX2, 8
+#: with AVX-512.  The row kernels of the other modules run their hot loops in
+#: _fastexp.h's own AVX2/AVX-512F copies and gain nothing.  The flags are
+#: otherwise the same, -ffp-contract=off included (no FMA contraction), so
+#: every result has the same bits as the portable build's
+#: (tests/test_cython_isa.py).  Only where the SIMD copies are built (GCC,
+#: x86-64 Linux; FASTDL_NO_SIMD_CLONES=1 turns both off).
 ISA_STEMS = ("elementwise", "optim")
-ISA_FLAGS = {"avx2": ["-mavx2", "-mfma"]}
+ISA_FLAGS = {
+    "avx2": ["-mavx2", "-mfma"],
+    "avx512": ["-mavx2", "-mfma", "-mavx512f", "-mavx512bw", "-mavx512cd", "-mavx512dq",
+               "-mavx512vl", "-mprefer-vector-width=512"],
+}
 
 
 def _drop_stale_c(pyx, module):
@@ -573,7 +579,7 @@ def extensions():
     elements, 1.34 us with prange and num_threads=1, 0.44 us as a plain
     loop), which is most of a small call's time; the backends call the twin
     whenever a call runs on one thread.  The modules of ``ISA_STEMS`` are
-    also built for AVX2 + FMA, both ways (see ``ISA_FLAGS``).
+    also built for AVX2 + FMA and for AVX-512, both ways (see ``ISA_FLAGS``).
     """
     macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
     if not SIMD_CLONES:

@@ -63,12 +63,16 @@ AUTO_ORDER = {
     "cross_entropy": ("cython", "numba"),
     # Pointwise ops: both backends' loops use fastdl's vectorised exp, log,
     # log1p, expm1, tanh and erf; Numba compiles them for the host (AVX-512
-    # where it has it), the Cython modules are built for SSE2 and for
-    # AVX2+FMA (the loaded one: show_config()).  Measured (4M float32, 2
+    # where it has it), the Cython modules are built for SSE2, AVX2+FMA and
+    # AVX-512 (the loaded one: show_config()).  Measured (4M float32, 2
     # threads, AVX-512F EPYC, one run, bench/results/POINTWISE.md): Numba
     # 1.3-2.4x faster than Cython's AVX2 build on every op that computes a
     # transcendental, both within 15% of each other on the memory-bound ones
-    # (relu 0.33 vs 0.32 ms, relu_backward 0.72 vs 0.61).
+    # (relu 0.33 vs 0.32 ms, relu_backward 0.72 vs 0.61).  Against Cython's
+    # AVX-512 build (one process, the same machine type): Cython 0.57-1.44x
+    # Numba's speed, below 0.9x on 15 of 30 pointwise rows and above 1.1x on
+    # 4, so Numba stays first for the family; where a CPU has only AVX2,
+    # Numba keeps its lead.
     "relu": ("cython", "numba"),
     "relu_backward": ("cython", "numba"),
 }

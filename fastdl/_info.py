@@ -180,7 +180,7 @@ def show_config(file=None) -> None:
     were built (Cython version, compile flags, OpenMP or serial) and which
     SIMD copy of the exp loops this CPU runs (``avx512f``/``avx2+fma``/
     ``default``) and which build of the pointwise and optimizer loops
-    (``avx2`` or ``baseline``, see ``FASTDL_CYTHON_ISA``); threads and the
+    (``avx512``, ``avx2`` or ``baseline``, see ``FASTDL_CYTHON_ISA``); threads and the
     parallel threshold; Numba's version, threading layer and where it
     caches fastdl's kernels; BLAS libraries and their threads (with
     threadpoolctl).  ``python -m fastdl info`` prints

@@ -39,14 +39,36 @@ cdef extern from *:
         return 0;
     #endif
     }
+    /* And whether it runs x86-64-v4's AVX-512 (F, BW, CD, DQ, VL): the
+       subsets setup.py's "avx512" build is compiled for.  GCC's check
+       includes the OS's saving of the zmm and mask registers (XCR0). */
+    static FASTDL_MAYBE_UNUSED int fastdl_cpu_has_avx512(void) {
+    #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+        __builtin_cpu_init();
+        return fastdl_cpu_has_avx2_fma()
+            && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+            && __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512dq")
+            && __builtin_cpu_supports("avx512vl");
+    #else
+        return 0;
+    #endif
+    }
     #if defined(__AVX2__) && defined(__FMA__)
     #define FASTDL_BUILT_FOR_AVX2 1
     #else
     #define FASTDL_BUILT_FOR_AVX2 0
     #endif
+    #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512CD__) \
+        && defined(__AVX512DQ__) && defined(__AVX512VL__)
+    #define FASTDL_BUILT_FOR_AVX512 1
+    #else
+    #define FASTDL_BUILT_FOR_AVX512 0
+    #endif
     """
     int fastdl_cpu_has_avx2_fma() noexcept nogil
+    int fastdl_cpu_has_avx512() noexcept nogil
     int FASTDL_BUILT_FOR_AVX2
+    int FASTDL_BUILT_FOR_AVX512
 
 # Number of independent partial sums a row reduction keeps.  Without
 # -ffast-math, gcc may not reorder `s += a[j]` (FP addition is not

@@ -12,12 +12,15 @@ from cython.parallel cimport prange
 from cython cimport floating
 from libc.math cimport sqrt, sqrtf
 
-from _common cimport FASTDL_BUILT_FOR_AVX2, FASTDL_HAVE_OPENMP, fastdl_cpu_has_avx2_fma
+from _common cimport (FASTDL_BUILT_FOR_AVX2, FASTDL_BUILT_FOR_AVX512, FASTDL_HAVE_OPENMP,
+                      fastdl_cpu_has_avx2_fma, fastdl_cpu_has_avx512)
 
 HAVE_OPENMP = bool(FASTDL_HAVE_OPENMP)
 # See fastdl/backends/cython/_select.py: which build of this module to load.
 BUILT_FOR_AVX2 = bool(FASTDL_BUILT_FOR_AVX2)
 CPU_HAS_AVX2_FMA = bool(fastdl_cpu_has_avx2_fma())
+BUILT_FOR_AVX512 = bool(FASTDL_BUILT_FOR_AVX512)
+CPU_HAS_AVX512 = bool(fastdl_cpu_has_avx512())
 
 
 cdef inline floating _sqrt(floating x) noexcept nogil:

@@ -3,7 +3,7 @@
 Usage: ``FASTDL_CYTHON_ISA=baseline python tests/_isa_worker.py OUT.npz``
 
 tests/test_cython_isa.py runs it once per build of the elementwise and optim
-modules (``FASTDL_CYTHON_ISA``: the portable one and the AVX2 one) and
+modules (``FASTDL_CYTHON_ISA``: the portable one, the AVX2 one and the AVX-512 one) and
 compares the files bit for bit.  Inputs: ordinary values of several scales,
 then every special value (±0, ±inf, NaN, the extremes, subnormals), at a
 length that takes the parallel build and at one that takes the serial one;

@@ -258,10 +258,10 @@ def _compiled_modules():
 @pytest.mark.skipif("cython" not in fastdl.available_backends(), reason="Cython backend unavailable")
 @pytest.mark.parametrize("modname", _compiled_modules())
 def test_stub_matches_compiled_module(modname):
-    # A serial build (_<stem>_serial, the same source without OpenMP) and an
-    # AVX2 build (_<stem>_avx2, _<stem>_serial_avx2) are checked against the
-    # stub of the portable OpenMP build.
-    stem = modname.removesuffix("_avx2").removesuffix("_serial")
+    # A serial build (_<stem>_serial, the same source without OpenMP) and the
+    # AVX2 and AVX-512 builds (_<stem>_avx2, _<stem>_serial_avx512, ...) are
+    # checked against the stub of the portable OpenMP build.
+    stem = modname.removesuffix("_avx2").removesuffix("_avx512").removesuffix("_serial")
     stub_path = PACKAGE / "backends" / "cython" / f"{stem}.pyi"
     assert stub_path.is_file(), f"no stub {stub_path.name}"
     tree = ast.parse(stub_path.read_text())

@@ -22,6 +22,10 @@ HAVE_OPENMP: bool
 BUILT_FOR_AVX2: bool
 #: Whether this CPU runs AVX2 and FMA code.
 CPU_HAS_AVX2_FMA: bool
+#: Whether the module was compiled for AVX-512 F/BW/CD/DQ/VL (its ``_avx512`` builds).
+BUILT_FOR_AVX512: bool
+#: Whether this CPU (and OS) runs that AVX-512 code.
+CPU_HAS_AVX512: bool
 
 def sigmoid(x: NDArray[_F], o0: float, o1: float, out: NDArray[_F], num_threads: int) -> None:
     """out = sigmoid(x), o0 and o1 the options."""

@@ -20,6 +20,10 @@ HAVE_OPENMP: bool
 BUILT_FOR_AVX2: bool
 #: Whether this CPU runs AVX2 and FMA code.
 CPU_HAS_AVX2_FMA: bool
+#: Whether the module was compiled for AVX-512 F/BW/CD/DQ/VL (its ``_avx512`` builds).
+BUILT_FOR_AVX512: bool
+#: Whether this CPU (and OS) runs that AVX-512 code.
+CPU_HAS_AVX512: bool
 
 def sgd_step(w: NDArray[_F], g: NDArray[_F], buf: NDArray[_F], has_buf: bool, lr: float, momentum: float, nesterov: bool, weight_decay: float, first: bool, num_threads: int) -> None: ...
 

@@ -12,9 +12,10 @@ two-array kernel: 1.61 us through the fused OpenMP function, 0.52 us
 through the serial float32 specialisation.
 
 The pointwise and optimizer modules also come built for AVX2 + FMA
-(``_<stem>_avx2``, ``_<stem>_serial_avx2``: setup.py's ``ISA_STEMS``), with
-the same bits; :class:`Module` loads those where the CPU runs them
-(``FASTDL_CYTHON_ISA`` overrides, see :func:`isa_choice`).
+(``_<stem>_avx2``, ``_<stem>_serial_avx2``) and for AVX-512
+(``_<stem>_avx512``, ...: setup.py's ``ISA_STEMS``), with the same bits;
+:class:`Module` loads the best of those the CPU runs (``FASTDL_CYTHON_ISA``
+overrides, see :func:`isa_choice`).
 
 Importing a module whose builds are missing raises ImportError, which the
 backend registry reports as "backend unavailable".
@@ -64,8 +65,11 @@ class Kernel:
 
 
 #: The instruction sets a module may be built for beyond the portable
-#: baseline (setup.py's ISA_FLAGS), best first.
-ISAS = ("avx2",)
+#: baseline (setup.py's ISA_FLAGS), best first, with the attribute of the
+#: portable build that says whether this CPU (and OS) runs that build.
+ISAS = ("avx512", "avx2")
+_CPU_RUNS = {"avx512": "CPU_HAS_AVX512", "avx2": "CPU_HAS_AVX2_FMA"}
+_ISA_NAMES = {"avx512": "AVX-512 (F, BW, CD, DQ, VL)", "avx2": "AVX2 and FMA"}
 
 
 def isa_choice():
@@ -82,11 +86,11 @@ def isa_choice():
 class Module:
     """Both builds of ``kernels/<stem>.pyx``; attributes are :class:`Kernel` objects.
 
-    Where setup.py also built the module for AVX2 + FMA (``_<stem>_avx2``
-    and ``_<stem>_serial_avx2``, the same source and the same bits) and the
-    CPU runs it, those builds are loaded instead, unless
-    ``FASTDL_CYTHON_ISA=baseline`` (see :func:`isa_choice`).  ``ISA`` says
-    which: "avx2" or "baseline".
+    Where setup.py also built the module for an instruction set of
+    :data:`ISAS` (``_<stem>_<isa>`` and ``_<stem>_serial_<isa>``, the same
+    source and the same bits) and the CPU runs it, the best such builds are
+    loaded instead, unless ``FASTDL_CYTHON_ISA`` says otherwise (see
+    :func:`isa_choice`).  ``ISA`` says which: "avx512", "avx2" or "baseline".
     """
 
     def __init__(self, stem):
@@ -95,20 +99,25 @@ class Module:
         self.serial = importlib.import_module(f"{base}_serial")
         self.ISA = "baseline"
         choice = isa_choice()
-        # Only the modules of setup.py's ISA_STEMS say whether the CPU runs AVX2.
+        # Only the modules of setup.py's ISA_STEMS say which builds the CPU runs.
         if choice != "baseline" and hasattr(self.parallel, "CPU_HAS_AVX2_FMA"):
-            if self.parallel.CPU_HAS_AVX2_FMA:
+            for isa in ISAS:
+                if choice not in ("auto", isa):
+                    continue
+                if not getattr(self.parallel, _CPU_RUNS[isa], False):
+                    if choice == isa:
+                        raise ImportError(f"FASTDL_CYTHON_ISA={isa}, but this CPU does not "
+                                          f"run {_ISA_NAMES[isa]} code ({base})")
+                    continue
                 try:
-                    parallel = importlib.import_module(f"{base}_avx2")
-                    serial = importlib.import_module(f"{base}_serial_avx2")
+                    parallel = importlib.import_module(f"{base}_{isa}")
+                    serial = importlib.import_module(f"{base}_serial_{isa}")
                 except ImportError:
-                    if choice == "avx2":
+                    if choice == isa:
                         raise
-                else:
-                    self.parallel, self.serial, self.ISA = parallel, serial, "avx2"
-            elif choice == "avx2":
-                raise ImportError(f"FASTDL_CYTHON_ISA=avx2, but this CPU does not run "
-                                  f"AVX2 and FMA code ({base})")
+                    continue
+                self.parallel, self.serial, self.ISA = parallel, serial, isa
+                break
         #: Whether the parallel build has OpenMP (else both run serially).
         self.HAVE_OPENMP = bool(self.parallel.HAVE_OPENMP)
 
