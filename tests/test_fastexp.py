@@ -254,3 +254,44 @@ def test_numba_in_range_exp_gives_the_same_bits():
     both(x, s, full, short)
     same = (full.view(np.uint32) == short.view(np.uint32)) | (np.isnan(full) & np.isnan(short))
     assert same.all(), (x[~same][:5], s[~same][:5])
+
+
+def test_numba_in_range_exp_of_the_exact_difference_gives_the_same_bits():
+    """The storing passes (softmax, the cross-entropy gradient) take the
+    in-range exp of the exact difference where a row's spread is at most
+    86: it must give the bits of the full one (``_exp_diff_float32``),
+    TwoSum error included, for every x - s in [-86, 0].  2M random pairs
+    with a nonzero shift (so most differences are inexact and their error
+    counts), the ends and every power of two."""
+    numba = pytest.importorskip("numba")
+    from fastdl import _config
+    from fastdl.backends.numba import _jit
+
+    @numba.njit(fastmath=set(_config.NUMBA_FASTMATH), error_model="numpy")
+    def three(x, s, full, short, rounded):
+        for i in range(x.shape[0]):
+            full[i] = _jit._exp_diff_float32(x[i], s[i])
+            short[i] = _jit._exp_diff_in_range_float32(x[i], s[i])
+            rounded[i] = _jit._exp_rounded_in_range_float32(x[i], s[i])
+
+    rng = np.random.default_rng(13)
+    n = 2_000_000
+    s = rng.uniform(-30.0, 30.0, n).astype(np.float32)
+    x = (s + rng.uniform(-86.0, 0.0, n).astype(np.float32)).astype(np.float32)
+    d = x.astype(np.float64) - s
+    keep = (d >= -86.0) & (d <= 0.0)  # the in-range condition, exactly
+    x, s = x[keep], s[keep]
+    inexact = (x.astype(np.float64) - s) != (x - s).astype(np.float64)
+    assert inexact.mean() > 0.3
+    edges = np.array([0.0, -0.0, -86.0, np.nextafter(np.float32(-86.0), np.float32(0.0)),
+                      *(-(2.0 ** np.arange(-149, 7)))], dtype=np.float32)
+    x = np.concatenate([x, edges, [np.nan]]).astype(np.float32)
+    s = np.concatenate([s, np.zeros(edges.size + 1, np.float32)])
+    inexact = np.concatenate([inexact, np.zeros(edges.size + 1, bool)])
+    full, short, rounded = np.empty_like(x), np.empty_like(x), np.empty_like(x)
+    three(x, s, full, short, rounded)
+    same = (full.view(np.uint32) == short.view(np.uint32)) | (np.isnan(full) & np.isnan(short))
+    assert same.all(), (x[~same][:5], s[~same][:5])
+    # It is the exact difference's exp: the rounded difference's differs
+    # wherever rounding x - s moved the exp by more than half an ulp.
+    assert (rounded[inexact].view(np.uint32) != short[inexact].view(np.uint32)).sum() > 1000
