@@ -491,6 +491,20 @@ def _scale1_by_kb_f32(typingctx, q, kb):
 
 
 @numba.njit(inline="always", **_OPTIONS)
+def _expf_poly2_scaled1(r, kb):
+    """2p(r), the polynomial of :func:`_expf_poly_scaled` with every
+    coefficient doubled (each Horner step exactly twice p's), times 2^(k-1)
+    from kb: the end that the two in-range exps share."""
+    q = (_F32_TWO * _EXPF_P6) * r + _F32_TWO * _EXPF_P5
+    q = q * r + _F32_TWO * _EXPF_P4
+    q = q * r + _F32_TWO * _EXPF_P3
+    q = q * r + _F32_TWO * _EXPF_P2
+    q = q * r + _F32_TWO * _EXPF_ONE
+    q = q * r + _F32_TWO * _EXPF_ONE
+    return _scale1_by_kb_f32(q, kb)
+
+
+@numba.njit(inline="always", **_OPTIONS)
 def _exp_rounded_in_range_float32(x, shift):
     """:func:`_exp_rounded_float32`, bit for bit, where x - shift rounds into
     [-86, 0] or is NaN: the Cython kernels' in-range exp
@@ -503,13 +517,7 @@ def _exp_rounded_in_range_float32(x, shift):
     kb, k = _round_log2e_in_range_f32(d)
     r = k * _EXPF_NEG_LN2_HI + d
     r = k * _EXPF_LN2_LO_CORR + r
-    q = (_F32_TWO * _EXPF_P6) * r + _F32_TWO * _EXPF_P5
-    q = q * r + _F32_TWO * _EXPF_P4
-    q = q * r + _F32_TWO * _EXPF_P3
-    q = q * r + _F32_TWO * _EXPF_P2
-    q = q * r + _F32_TWO * _EXPF_ONE
-    q = q * r + _F32_TWO * _EXPF_ONE
-    return _scale1_by_kb_f32(q, kb)
+    return _expf_poly2_scaled1(r, kb)
 
 
 @numba.njit(inline="always", **_OPTIONS)
@@ -526,13 +534,7 @@ def _exp_diff_in_range_float32(x, shift):
     r = k * _EXPF_NEG_LN2_HI + d
     r = k * _EXPF_LN2_LO_CORR + r
     r = r + e
-    q = (_F32_TWO * _EXPF_P6) * r + _F32_TWO * _EXPF_P5
-    q = q * r + _F32_TWO * _EXPF_P4
-    q = q * r + _F32_TWO * _EXPF_P3
-    q = q * r + _F32_TWO * _EXPF_P2
-    q = q * r + _F32_TWO * _EXPF_ONE
-    q = q * r + _F32_TWO * _EXPF_ONE
-    return _scale1_by_kb_f32(q, kb)
+    return _expf_poly2_scaled1(r, kb)
 
 
 def _exp_diff_in_range(like, x, shift):
