@@ -16,9 +16,10 @@ contract):
   backward passes) run in float32 with the row's scalars rounded to
   float32 (:func:`_in_dtype`), as the Cython kernels do: converting every
   element to float64 and back cost more than the arithmetic.
-* Row maxima skip NaN, as the Cython kernels' ``vmaxps`` loops do: each
-  NaN becomes -inf and the max is ``llvm.maxnum`` of numbers
-  (:func:`_fmaxnum_of_numbers`, one instruction).  A row holding NaN still
+* Row maxima skip NaN, as the Cython kernels' ``vmaxps`` loops do:
+  ``llvm.maxnum`` (:func:`_fmaxnum`) for the max alone; for the max and
+  min together each NaN becomes -inf and both are ``llvm.maxnum`` of
+  numbers (:func:`_fmaxnum_of_numbers`, one instruction).  A row holding NaN still
   gets a NaN in its exp-sum (exp(NaN - m) is NaN), so every output of that
   row is NaN, which is the reference's rule.  Unlike a ``v > m`` select
   chain, LLVM vectorises a ``llvm.maxnum`` reduction without fastmath
@@ -167,6 +168,22 @@ def _serial_and_parallel(body, *, fastmath=None):
 # ---------------------------------------------------------------------------
 # Scalar helpers
 # ---------------------------------------------------------------------------
+
+@intrinsic
+def _fmaxnum(typingctx, a, b):
+    """``llvm.maxnum(a, b)``: IEEE 754 maxNum, the other operand when one is
+    NaN (NaN only when both are); either zero for max(-0, +0)."""
+    if not (isinstance(a, types.Float) and a == b):
+        return None
+
+    def codegen(context, builder, signature, args):
+        lltype = context.get_value_type(signature.return_type)
+        fn = builder.module.declare_intrinsic(
+            "llvm.maxnum", [lltype], ir.FunctionType(lltype, [lltype, lltype]))
+        return builder.call(fn, args)
+
+    return a(a, b), codegen
+
 
 @intrinsic
 def _fmaxnum_of_numbers(typingctx, a, b):
@@ -617,15 +634,15 @@ def _in_dtype_overload(like, v):
 
 @_njit
 def _row_max(xr):
-    """Max of a non-empty row's non-NaN values (-inf when they all are NaN):
-    a NaN in the row reaches every output through the row's exp-sum.  Each
-    NaN becomes -inf before the max, which is then of numbers only."""
-    neg_inf = _in_dtype(xr, -np.inf)
-    v = xr[0]
-    m = v if v == v else neg_inf
+    """Max of a non-empty row's non-NaN values (NaN when they all are), by
+    ``llvm.maxnum`` (:func:`_fmaxnum`): a NaN in the row reaches every
+    output through the row's exp-sum.  (The NaN-to-(-inf) form of
+    :func:`_row_max_and_min` does not vectorise for the max alone: LLVM
+    folds the select into the max.)  One thread, 128x1000 rows, float32 and
+    float64: 0.14 ns per element, against 0.17-0.20 with llvm.maximum."""
+    m = xr[0]
     for j in range(1, xr.shape[0]):
-        v = xr[j]
-        m = _fmaxnum_of_numbers(m, v if v == v else neg_inf)
+        m = _fmaxnum(m, xr[j])
     return m
 
 
