@@ -169,38 +169,32 @@ def _serial_and_parallel(body, *, fastmath=None):
 # Scalar helpers
 # ---------------------------------------------------------------------------
 
-@intrinsic
-def _fmaxnum(typingctx, a, b):
-    """``llvm.maxnum(a, b)``: IEEE 754 maxNum, the other operand when one is
-    NaN (NaN only when both are); either zero for max(-0, +0)."""
-    if not (isinstance(a, types.Float) and a == b):
-        return None
+def _maxnum_with(flags):
+    """An intrinsic (a, b) -> ``llvm.maxnum(a, b)`` carrying the fast-math
+    ``flags`` on the call."""
+    @intrinsic
+    def maxnum(typingctx, a, b):
+        if not (isinstance(a, types.Float) and a == b):
+            return None
 
-    def codegen(context, builder, signature, args):
-        lltype = context.get_value_type(signature.return_type)
-        fn = builder.module.declare_intrinsic(
-            "llvm.maxnum", [lltype], ir.FunctionType(lltype, [lltype, lltype]))
-        return builder.call(fn, args)
+        def codegen(context, builder, signature, args):
+            lltype = context.get_value_type(signature.return_type)
+            fn = builder.module.declare_intrinsic(
+                "llvm.maxnum", [lltype], ir.FunctionType(lltype, [lltype, lltype]))
+            return builder.call(fn, args, fastmath=flags)
 
-    return a(a, b), codegen
+        return a(a, b), codegen
+    return maxnum
 
 
-@intrinsic
-def _fmaxnum_of_numbers(typingctx, a, b):
-    """``llvm.maxnum(a, b)`` with the "nnan" flag, for a and b that are never
-    NaN (callers replace NaN first; a NaN here would be poison): with the
-    flag it lowers to one max instruction, without it to a max, an
-    unordered compare and a blend."""
-    if not (isinstance(a, types.Float) and a == b):
-        return None
+#: IEEE 754 maxNum: the other operand when one is NaN (NaN only when both
+#: are); either zero for max(-0, +0).
+_fmaxnum = _maxnum_with(())
 
-    def codegen(context, builder, signature, args):
-        lltype = context.get_value_type(signature.return_type)
-        fn = builder.module.declare_intrinsic(
-            "llvm.maxnum", [lltype], ir.FunctionType(lltype, [lltype, lltype]))
-        return builder.call(fn, args, fastmath=("nnan",))
-
-    return a(a, b), codegen
+#: maxNum of a and b that are never NaN (callers replace NaN first; a NaN
+#: here would be poison): with "nnan" it lowers to one max instruction,
+#: without it to a max, an unordered compare and a blend.
+_fmaxnum_of_numbers = _maxnum_with(("nnan",))
 
 
 @intrinsic
