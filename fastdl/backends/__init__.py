@@ -68,8 +68,10 @@ read-only.  Kernels never allocate arrays the size of their inputs.
     and refuses the same calls, and gives the general route's results bit
     for bit (tests/test_small_calls.py); :func:`cross_entropy_index_fast`
     below is the implementation on top of a backend's
-    ``cross_entropy_index`` (the NumPy and Numba backends use it; Cython's
-    is compiled, checks included).
+    ``cross_entropy_index`` (the NumPy backend uses it; Numba's checks the
+    labels, runs the rows and sums them in one kernel call, after the same
+    array checks, :func:`fast_case_gradient`; Cython's is compiled, checks
+    included).
 
 Reductions, ``grad_output`` and denominators are the caller's job: the
 kernels see per-row quantities and give at most the exact sum of a row
@@ -106,39 +108,58 @@ def _laid_out(a, ndim, typenum):
     return flags.c_contiguous and flags.aligned and a.dtype.isnative
 
 
+def fast_case_gradient(logits, target, out, want_grad):
+    """The array half of ``cross_entropy_index_fast``'s case recognition:
+    ``(True, grad)`` when logits and target are laid out for it (grad: the
+    gradient buffer, a new array or ``out``; None unless want_grad), else
+    ``(False, None)``.  The labels' range is the caller's to check."""
+    typenum = logits.dtype.num
+    if (typenum != _F32 and typenum != _F64) or not _laid_out(logits, 2, typenum) \
+            or not _laid_out(target, 1, _I64):
+        return False, None
+    rows, n = logits.shape
+    if rows == 0 or n == 0 or target.shape[0] != rows:
+        return False, None
+    if not want_grad:
+        return True, None
+    if out is None:
+        return True, np.empty(logits.shape, logits.dtype)
+    if (_laid_out(out, 2, typenum) and out.flags.writeable and out.shape == logits.shape
+            and not np.may_share_memory(out, logits) and not np.may_share_memory(out, target)):
+        return True, out
+    return False, None
+
+
+def fast_case_loss(logits, loss, total, mean):
+    """``cross_entropy_index_fast``'s loss value: ``total``, the exact sum of
+    the row losses ``loss`` or None (then summed as the general route sums
+    them), divided by the rows when ``mean``, as a NumPy scalar of the
+    logits' dtype."""
+    rows = loss.shape[0]
+    if total is None:
+        total = (math.fsum(loss.data) if rows < _config.EXACT_SUM_MAX_ROWS
+                 else float(np.sum(loss)))
+    if mean:
+        total = total / rows
+    return logits.dtype.type(total)
+
+
 def cross_entropy_index_fast(index_kernel, logits, target, ignore_index, label_smoothing,
                              mean, out, want_grad):
     """The contract's ``cross_entropy_index_fast`` on top of ``index_kernel``
     (a backend's ``cross_entropy_index``): the same case recognition as the
     compiled entry (kernels/cross_entropy.pyx), the rows through the
     backend's kernel, the sum as the general route's."""
-    typenum = logits.dtype.num
-    if (typenum != _F32 and typenum != _F64) or not _laid_out(logits, 2, typenum) \
-            or not _laid_out(target, 1, _I64):
+    ok, grad = fast_case_gradient(logits, target, out, want_grad)
+    if not ok:
         return None
     rows, n = logits.shape
-    if rows == 0 or n == 0 or target.shape[0] != rows:
-        return None
     lo = int(target[target.argmin()])
     hi = int(target[target.argmax()])
     if lo < 0 or hi >= n or lo <= ignore_index <= hi:
         return None
-    grad = None
-    if want_grad:
-        if out is None:
-            grad = np.empty(logits.shape, logits.dtype)
-        elif (_laid_out(out, 2, typenum) and out.flags.writeable and out.shape == logits.shape
-              and not np.may_share_memory(out, logits) and not np.may_share_memory(out, target)):
-            grad = out
-        else:
-            return None
     loss = np.empty(rows, np.float64)
     # No label equals ignore_index and none is negative: -1 serves the kernel.
     total = index_kernel(logits, target, None, -1, label_smoothing,
                          1.0 / rows if mean else 1.0, loss, grad)
-    if total is None:
-        total = (math.fsum(loss.data) if rows < _config.EXACT_SUM_MAX_ROWS
-                 else float(np.sum(loss)))
-    if mean:
-        total = total / rows
-    return logits.dtype.type(total), grad
+    return fast_case_loss(logits, loss, total, mean), grad

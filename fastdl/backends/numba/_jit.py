@@ -886,8 +886,6 @@ def _cross_entropy_index(logits, target, weight, ignore_index,
     float32-rounded p_t would lose all its digits.
     """
     n, c = logits.shape
-    smoothing = label_smoothing > 0.0
-    eps_per_class = label_smoothing / c
     if weight is None:
         weight_sum = np.float64(c)
     else:
@@ -903,53 +901,97 @@ def _cross_entropy_index(logits, target, weight, ignore_index,
                 for j in range(c):
                     gr[j] = 0.0
         else:
-            zr = logits[i]
-            m, lo = _row_max_min(zr)
-            m = np.float64(m)
-            z_t = np.float64(zr[t])
-            if weight is None:
-                w_t = 1.0
-            else:
-                w_t = np.float64(weight[t])
-            smooth_sum = 0.0
-            if grad is None:
-                if smoothing:
-                    s, smooth_sum = _row_expsum_wdot(zr, m, weight, None)
-                else:
-                    s = _row_expsum_only(zr, m, lo)
-            else:
-                if smoothing:
-                    s, smooth_sum = _row_expsum_wdot(zr, m, weight, grad[i])
-                else:
-                    s = _row_expsum(zr, m, grad[i], lo)
-            log_s = math.log(s)
-            row_loss = -(1.0 - label_smoothing) * w_t * ((z_t - m) - log_s)
-            if smoothing:
-                row_loss -= eps_per_class * (smooth_sum - weight_sum * log_s)
-            loss[i] = row_loss
+            sc = 0.0
             if grad is not None:
-                gr = grad[i]
                 sc = scale[i]
-                a = (1.0 - label_smoothing) * w_t + eps_per_class * weight_sum
-                coef = sc * a / s
-                if smoothing:
-                    if weight is None:
-                        offset = sc * eps_per_class
-                        for j in range(c):
-                            gr[j] = coef * gr[j] - offset
-                    else:
-                        sc_eps = sc * eps_per_class
-                        for j in range(c):
-                            gr[j] = coef * gr[j] - sc_eps * weight[j]
-                else:
-                    # float32: a float32 product with coef rounded to float32,
-                    # as softmax's scale and the Cython kernels' scale_row.
-                    coef_t = _in_dtype(gr, coef)
-                    for j in range(c):
-                        gr[j] = gr[j] * coef_t
-                p_t = math.exp(z_t - m) / s
-                gr[t] = sc * (a * p_t - eps_per_class * w_t
-                              - (1.0 - label_smoothing) * w_t)
+            loss[i] = _ce_index_row(logits, t, weight, weight_sum, label_smoothing, sc,
+                                    grad, i)
+
+
+def _cross_entropy_index_fast(logits, target, ignore_index, label_smoothing, mean,
+                              grad, loss, exact_max_rows):
+    """The common case of the index cross-entropy in one kernel call (see
+    ``cross_entropy_index_fast`` in fastdl.backends): False, having written
+    nothing, unless every label is in [0, C) and none is ``ignore_index``;
+    else the rows as :func:`_cross_entropy_index` computes them with unit
+    weights and the scale 1/N (``mean``) or 1, and True with the exact sum
+    of the row losses below ``exact_max_rows`` rows (NaN where math.fsum
+    must decide, and above: the caller sums).  One call instead of the
+    labels' argmin/argmax, the scale array and the sum's own call: 64x10
+    float32, cross_entropy 9.3-9.6 -> 6.6-6.7 us, with the gradient
+    10.4-10.9 -> 7.6-7.8 (one thread, against the previous build)."""
+    n, c = logits.shape
+    lo = target[0]
+    hi = lo
+    for i in range(1, n):
+        t = target[i]
+        lo = min(lo, t)
+        hi = max(hi, t)
+    if lo < 0 or hi >= c or (lo <= ignore_index and ignore_index <= hi):
+        return False, np.nan
+    sc = 1.0 / n if mean else 1.0
+    weight_sum = np.float64(c)
+    for i in prange(n):
+        loss[i] = _ce_index_row(logits, target[i], None, weight_sum, label_smoothing, sc,
+                                grad, i)
+    if n >= exact_max_rows:
+        return True, np.nan
+    return True, exact_sum(loss)
+
+
+@numba.njit(inline="always", **_OPTIONS)
+def _ce_index_row(logits, t, weight, weight_sum, label_smoothing, sc, grad, i):
+    """Row i's loss for its (not ignored) target t, and its gradient times
+    sc into grad[i] when grad is given: the row of :func:`_cross_entropy_index`."""
+    c = logits.shape[1]
+    smoothing = label_smoothing > 0.0
+    eps_per_class = label_smoothing / c
+    zr = logits[i]
+    m, lo = _row_max_min(zr)
+    m = np.float64(m)
+    z_t = np.float64(zr[t])
+    if weight is None:
+        w_t = 1.0
+    else:
+        w_t = np.float64(weight[t])
+    smooth_sum = 0.0
+    if grad is None:
+        if smoothing:
+            s, smooth_sum = _row_expsum_wdot(zr, m, weight, None)
+        else:
+            s = _row_expsum_only(zr, m, lo)
+    else:
+        if smoothing:
+            s, smooth_sum = _row_expsum_wdot(zr, m, weight, grad[i])
+        else:
+            s = _row_expsum(zr, m, grad[i], lo)
+    log_s = math.log(s)
+    row_loss = -(1.0 - label_smoothing) * w_t * ((z_t - m) - log_s)
+    if smoothing:
+        row_loss -= eps_per_class * (smooth_sum - weight_sum * log_s)
+    if grad is not None:
+        gr = grad[i]
+        a = (1.0 - label_smoothing) * w_t + eps_per_class * weight_sum
+        coef = sc * a / s
+        if smoothing:
+            if weight is None:
+                offset = sc * eps_per_class
+                for j in range(c):
+                    gr[j] = coef * gr[j] - offset
+            else:
+                sc_eps = sc * eps_per_class
+                for j in range(c):
+                    gr[j] = coef * gr[j] - sc_eps * weight[j]
+        else:
+            # float32: a float32 product with coef rounded to float32,
+            # as softmax's scale and the Cython kernels' scale_row.
+            coef_t = _in_dtype(gr, coef)
+            for j in range(c):
+                gr[j] = gr[j] * coef_t
+        p_t = math.exp(z_t - m) / s
+        gr[t] = sc * (a * p_t - eps_per_class * w_t
+                      - (1.0 - label_smoothing) * w_t)
+    return row_loss
 
 
 def _cross_entropy_prob(logits, target, weight, label_smoothing, scale, loss,
@@ -1072,6 +1114,7 @@ log_softmax_backward = _serial_and_parallel(_log_softmax_backward)
 cross_entropy_index = _serial_and_parallel(_cross_entropy_index)
 cross_entropy_prob = _serial_and_parallel(_cross_entropy_prob)
 exact_sum = _cached_kernel(dict(_OPTIONS, parallel=False, fastmath=False), _exact_sum)
+cross_entropy_index_fast = _serial_and_parallel(_cross_entropy_index_fast)
 
 
 # ---------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import numba
 import numpy as np
 
 from ... import _config as config
-from .. import cross_entropy_index_fast as _whole_call
+from .. import fast_case_gradient, fast_case_loss
 from . import _jit as _k
 
 NAME = "numba"
@@ -242,5 +242,14 @@ def cross_entropy_prob(logits, target, weight, label_smoothing, scale, loss,
 
 def cross_entropy_index_fast(logits, target, ignore_index, label_smoothing, mean, out,
                              want_grad):
-    return _whole_call(cross_entropy_index, logits, target, ignore_index, label_smoothing,
-                       mean, out, want_grad)
+    # The labels' check, the rows and their exact sum in one kernel call.
+    ok, grad = fast_case_gradient(logits, target, out, want_grad)
+    if not ok:
+        return None
+    loss = np.empty(logits.shape[0], np.float64)
+    ok, total = _pick(_k.cross_entropy_index_fast, logits.size)(
+        logits, target, ignore_index, float(label_smoothing), bool(mean), grad, loss,
+        config.EXACT_SUM_MAX_ROWS)
+    if not ok:
+        return None
+    return fast_case_loss(logits, loss, None if total != total else total, mean), grad
