@@ -19,35 +19,14 @@ two backends only.
 """
 
 import argparse
-import platform
-import time
 
 import numpy as np
 
 import fastdl
+from _report_util import cpu_model, emit, median_time
 
 SIZES = ((64, 10), (4096, 1000), (1024, 32000))
 QUICK_SIZES = ((64, 10), (256, 1000))
-
-
-def best_median(f, calls):
-    times = []
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
-def cpu_model():
-    try:
-        text = open("/proc/cpuinfo").read()
-    except OSError:
-        return platform.processor()
-    model = next((line.split(":")[1].strip() for line in text.splitlines()
-                  if line.startswith("model name")), "?")
-    simd = "AVX-512F" if " avx512f" in text else ("AVX2" if " avx2" in text else "SSE2")
-    return f"{model}, {simd}"
 
 
 def main(argv=None):
@@ -79,7 +58,7 @@ def main(argv=None):
                     f(be)  # first call: JIT compilation or cache load
                 for _ in range(3):
                     for be in ("numba", "cython"):
-                        t_be = best_median(lambda: f(be), calls)
+                        t_be = median_time(lambda: f(be), calls)
                         best[be] = min(best.get(be, np.inf), t_be)
                 rows.append((name, shape, np.dtype(dt).name, best["numba"], best["cython"]))
 
@@ -99,11 +78,7 @@ def main(argv=None):
     for name, shape, dtype, tn, tc in rows:
         lines.append(f"| `{name}` | {shape[0]}×{shape[1]} | {dtype} | {us(tn)} | {us(tc)} | "
                      f"{tc / tn:.2f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(text)
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

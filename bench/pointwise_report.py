@@ -19,26 +19,14 @@ activation backward passes have no PyTorch row.
 """
 
 import argparse
-import platform
 import threading
-import time
 import warnings
 
 import numpy as np
 
 import fastdl
+from _report_util import cpu_model, emit, median_time
 from fastdl import _ops
-
-
-
-def median_time(f, repeats=7):
-    f()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
 
 
 def best_median(f):
@@ -59,19 +47,6 @@ def copy_bandwidth(nbytes, threads):
         for t in ts:
             t.join()
     return max(2 * nbytes / median_time(copy, 11) for _ in range(3))
-
-
-def cpu_flags():
-    try:
-        text = open("/proc/cpuinfo").read()
-    except OSError:
-        return platform.processor()
-    flags = next((line.split(":")[1].split() for line in text.splitlines()
-                  if line.startswith("flags")), [])
-    model = next((line.split(":")[1].strip() for line in text.splitlines()
-                  if line.startswith("model name")), "?")
-    simd = "AVX-512F" if "avx512f" in flags else ("AVX2" if "avx2" in flags else "SSE2")
-    return f"{model}, {simd}"
 
 
 def main(argv=None):
@@ -137,7 +112,7 @@ def main(argv=None):
     lines = [
         f"# Pointwise ops: {n:,} {dt.name} elements, {threads} threads for every contender",
         "",
-        f"Machine: {cpu_flags()}; copy bandwidth probed in this run: {bw / 1e9:.1f} GB/s. "
+        f"Machine: {cpu_model()}; copy bandwidth probed in this run: {bw / 1e9:.1f} GB/s. "
         f"numpy {np.__version__}, torch {torch.__version__ if torch else 'absent'}, "
         f"fastdl {fastdl.__version__}. Best of three medians of 7 calls (ms; PyTorch "
         "allocates its result, see the script); ratios are time(contender) / "
@@ -153,11 +128,7 @@ def main(argv=None):
                      + f" | {ms(times['numpy'])} | {ms(times.get('torch'))} | "
                      f"{ratio(times['numpy'], best)} | {ratio(times.get('torch'), best)} | "
                      f"{100 * nbytes / best / bw:.0f}% |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(text)
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":
