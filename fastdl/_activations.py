@@ -20,7 +20,7 @@ import numpy as np
 from . import _ops
 from ._backend import resolve
 from ._validate import (
-    c_contiguous, check_out, fast_out, float_arrays_alike, kernel_buffer, plain_alike,
+    c_contiguous, check_out, fast_out, float_arrays_alike, kernel_buffer, plain_alike, plain_float,
 )
 
 __all__ = [name for op in _ops.of_kind("activation") for name in _ops.public_names(op)]
@@ -61,6 +61,14 @@ def _apply(op, named, options, out, backend):
     """
     # Fast path (see fastdl._validate): contiguous inputs of one dtype and
     # shape, ``out`` absent or separate from them.
+    if len(named) == 1:  # the forward passes: one input, no list to build
+        x = named[0][1]
+        dt = plain_float(x)
+        if dt is not None and x.ndim:
+            buf = np.empty(x.shape, dt) if out is None else fast_out(out, x.shape, dt, (x,))
+            if buf is not None:
+                getattr(kernels(op, backend), op)(x.ravel(), options, buf.ravel())
+                return buf
     inputs = [a for _, a in named]
     first = inputs[0]
     dt = plain_alike(inputs)

@@ -56,6 +56,8 @@ class Kernel:
         self._serial = _by_dtype(serial_fn)
 
     def __call__(self, dtype, n_elements, *args):
+        if n_elements < _config.PARALLEL_MIN_ELEMENTS:  # threads_for's first test, inline
+            return self._serial[dtype](*args, 1)
         threads = _config.threads_for(n_elements)
         table = self._serial if threads == 1 else self._parallel
         return table[dtype](*args, threads)

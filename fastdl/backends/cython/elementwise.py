@@ -43,6 +43,8 @@ def _opt(a, dtype):
 
 def _two(options):
     """The options as the compiled kernels' two float arguments (unused ones 0)."""
+    if not options:  # most ops: no tuple to build
+        return 0.0, 0.0
     o = tuple(options) + (0.0, 0.0)
     return float(o[0]), float(o[1])
 
