@@ -20,6 +20,7 @@ two backends only.
 
 import argparse
 
+import numba
 import numpy as np
 
 import fastdl
@@ -54,8 +55,6 @@ def main(argv=None):
             )
             for name, f in ops:
                 best = {}
-                for be in ("numba", "cython"):
-                    f(be)  # first call: JIT compilation or cache load
                 for _ in range(3):
                     for be in ("numba", "cython"):
                         t_be = median_time(lambda: f(be), calls)
@@ -67,7 +66,7 @@ def main(argv=None):
     lines = [
         f"# Numba row kernels against Cython: {args.threads} thread(s), one process",
         "",
-        f"Machine: {cpu_model()}. numba {__import__('numba').__version__}, "
+        f"Machine: {cpu_model()}. numba {numba.__version__}, "
         f"numpy {np.__version__}, fastdl {fastdl.__version__}. Best of three rounds "
         "of medians, the backends alternating (µs); ratio = time(Cython) / "
         "time(Numba). Written by `python bench/numba_vs_cython.py`.",
